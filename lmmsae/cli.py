@@ -1,0 +1,73 @@
+"""The `lmmsae` command. Imports nothing heavy: subcommands load lazily."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from lmmsae import __version__
+from lmmsae.errors import UserError
+from lmmsae.stages import HELP as STAGE_HELP
+
+COMMANDS = {
+    "run": ("lmmsae.commands.run:run", "Run the whole loop: collect, train, cache, explain, score, report."),
+    "plugins": ("lmmsae.commands.plugins:plugins", "List installed plugins and the components they register."),
+    "models": ("lmmsae.commands.models:models", "List model adapters, or one model's hookpoints."),
+    **{stage: (f"lmmsae.commands.stage:{stage}", text) for stage, text in STAGE_HELP.items()},
+}
+
+
+class LazyGroup(click.Group):
+    """Subcommands are imported on use; plugin commands come from the `register_commands` hook."""
+
+    def list_commands(self, ctx):
+        return sorted({*COMMANDS, *self._plugin_commands()})
+
+    def get_command(self, ctx, name):
+        if name in COMMANDS:
+            module_name, _, attr = COMMANDS[name][0].partition(":")
+            module = importlib.import_module(module_name)
+            return module.command(attr) if attr in STAGE_HELP else getattr(module, attr)
+        return self._plugin_commands().get(name)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][1]) for name in sorted(COMMANDS)]
+        rows += [(name, cmd.get_short_help_str()) for name, cmd in sorted(self._plugin_commands().items())]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        if not hasattr(self, "_extra"):
+            from lmmsae import plugins
+
+            group = click.Group()
+            try:
+                plugins.plugin_manager().hook.register_commands(cli=group)
+            except UserError as exc:
+                raise click.ClickException(str(exc)) from None
+            self._extra = dict(group.commands)
+        return self._extra
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: continue with the same command plus --resume --name <run>", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="lmmsae")
+def cli():
+    """lmmsae: find the features of a large multimodal model and have LMMs explain them.
+
+    Run `lmmsae run` for the whole loop on the toy world, or one stage at a time.
+    """
+
+
+def main() -> None:
+    cli()

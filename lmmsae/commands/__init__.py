@@ -1,0 +1,1 @@
+"""CLI commands, each in its own module, imported only when invoked."""

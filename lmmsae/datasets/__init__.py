@@ -1,0 +1,1 @@
+"""Dataset plugins: sources of (image, prompt, ground truth) samples."""

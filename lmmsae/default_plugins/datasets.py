@@ -1,0 +1,8 @@
+"""Built-in datasets."""
+
+from lmmsae.hookspecs import hookimpl
+
+
+@hookimpl
+def register_datasets(register):
+    pass

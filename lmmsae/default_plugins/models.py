@@ -1,0 +1,8 @@
+"""Built-in models."""
+
+from lmmsae.hookspecs import hookimpl
+
+
+@hookimpl
+def register_models(register):
+    pass

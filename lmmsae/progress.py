@@ -1,0 +1,51 @@
+"""Progress on long work: a rich bar on a terminal, plain periodic log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+LOG_EVERY_S = 10.0
+
+
+def track(items: Iterable[T], total: int | None = None, description: str = "working",
+          unit: str = "items", stream=None) -> Iterator[T]:
+    """Yield `items`, reporting progress on stderr (or `stream`)."""
+    stream = stream or sys.stderr
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if getattr(stream, "isatty", lambda: False)():
+        yield from _rich(items, total, description, stream)
+    else:
+        yield from _plain(items, total, description, unit, stream)
+
+
+def _rich(items, total, description, stream):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(file=stream), transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)
+
+
+def _plain(items, total, description, unit, stream):
+    start = last = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= LOG_EVERY_S:
+            last = now
+            of = f"/{total}" if total else ""
+            rate = done / max(now - start, 1e-9)
+            print(f"[{description}] {done}{of} {unit} ({rate:.1f}/s)", file=stream, flush=True)
+    elapsed = time.monotonic() - start
+    print(f"[{description}] done: {done} {unit} in {elapsed:.1f}s", file=stream, flush=True)

@@ -1,0 +1,80 @@
+"""A typed registry per plugin kind: names map to lazy "module:Class" targets, imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from lmmsae.errors import UserError, did_you_mean
+
+KINDS = ("models", "saes", "datasets", "explainers", "scorers")
+SINGULAR = {"models": "model", "saes": "SAE architecture", "datasets": "dataset",
+            "explainers": "explainer", "scorers": "scorer"}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered implementation: its name, where its class lives, who registered it, preset options."""
+
+    kind: str
+    name: str
+    target: str
+    plugin: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> type:
+        """Import the implementing class (this is where torch may get imported)."""
+        module_name, _, attr = self.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            return getattr(module, attr)
+        except ModuleNotFoundError as exc:
+            raise UserError(
+                f"{SINGULAR[self.kind]} {self.name!r} (from {self.plugin}) needs the missing package "
+                f"{exc.name!r}: install it with pip install {exc.name}"
+            ) from None
+
+    def options(self, values: dict[str, Any] | None = None):
+        """The validated Options instance for this component, presets overridden by `values`."""
+        from lmmsae.options import parse_options
+
+        cls = self.load()
+        merged = {**self.defaults, **(values or {})}
+        return parse_options(getattr(cls, "Options"), merged, where=f"{SINGULAR[self.kind]} {self.name!r}")
+
+
+class Registry:
+    """Components of one kind by name; duplicates and unknown names are loud, clear errors."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, Component] = {}
+
+    def add(self, component: Component) -> None:
+        existing = self._items.get(component.name)
+        if existing is not None:
+            raise UserError(
+                f"{SINGULAR[self.kind]} {component.name!r} is registered twice: by {existing.plugin} "
+                f"({existing.target}) and by {component.plugin} ({component.target}); uninstall one of them"
+            )
+        self._items[component.name] = component
+
+    def get(self, name: str) -> Component:
+        try:
+            return self._items[name]
+        except KeyError:
+            installed = ", ".join(sorted(self._items)) or "none"
+            raise UserError(
+                f"unknown {SINGULAR[self.kind]} {name!r}.{did_you_mean(name, self._items)} "
+                f"Installed: {installed}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __iter__(self):
+        return iter(sorted(self._items.values(), key=lambda c: c.name))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items
