@@ -28,11 +28,11 @@ DEFAULT_PLUGINS = (
 
 @dataclass
 class PluginInfo:
-    """A loaded plugin: its pluggy name, the distribution that ships it and that distribution's version."""
+    """A plugin distribution: its name, version, the pluggy plugins it ships and what they register."""
 
-    name: str
     distribution: str
     version: str
+    modules: list[str] = field(default_factory=list)
     components: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -90,16 +90,21 @@ def get(kind: str, name: str) -> Component:
 
 
 def plugins() -> list[PluginInfo]:
-    """Every loaded plugin with what it registers, for `lmmsae plugins`."""
+    """Every loaded plugin distribution with what it registers, for `lmmsae plugins`."""
     pm = plugin_manager()
-    infos = {}
+    infos: dict[str, PluginInfo] = {}
+    owner: dict[str, PluginInfo] = {}
     for name in (pm.get_name(p) for p in pm.get_plugins()):
         dist, version = _DISTS.get(name, (name, "unknown"))
-        infos[name] = PluginInfo(name, dist, version, {})
+        info = infos.setdefault(dist, PluginInfo(dist, version))
+        info.modules.append(name)
+        owner[name] = info
     for kind in KINDS:
         for component in registry(kind):
-            infos[component.plugin].components.setdefault(kind, []).append(component.name)
-    return sorted(infos.values(), key=lambda i: (i.distribution != "lmmsae", i.name))
+            owner[component.plugin].components.setdefault(kind, []).append(component.name)
+    for info in infos.values():
+        info.modules.sort()
+    return sorted(infos.values(), key=lambda i: (i.distribution != "lmmsae", i.distribution))
 
 
 def reset() -> None:

@@ -97,6 +97,6 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": versions,
-        "plugins": {p.name: {"distribution": p.distribution, "version": p.version} for p in plugins.plugins()},
+        "plugins": {p.distribution: p.version for p in plugins.plugins()},
         "argv": sys.argv,
     }

@@ -1,0 +1,3 @@
+from lmmsae.cli import main
+
+main()

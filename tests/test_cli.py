@@ -1,0 +1,59 @@
+"""The CLI: fast imports, one-line errors with non-zero exits and no tracebacks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "LMMSAE_LOAD_PLUGINS": "", "HF_HUB_OFFLINE": "1"}
+
+
+def lmmsae(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "lmmsae", *args], capture_output=True, text=True, env=ENV, cwd=cwd)
+
+
+def test_importing_the_cli_and_plugins_loads_no_heavy_library():
+    code = ("import sys, lmmsae.cli, lmmsae.plugins as p; [p.registry(k) for k in "
+            "('models','saes','datasets','explainers','scorers')]; "
+            "heavy = [m for m in ('torch','transformers','open_clip','h5py','anthropic','openai') if m in sys.modules]; "
+            "print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_help_lists_every_stage():
+    result = lmmsae("--help")
+    assert result.returncode == 0
+    for command in ("run", "collect", "train", "cache", "explain", "score", "report", "steer", "compare", "plugins"):
+        assert f"  {command} " in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--sae", "topkk"], "Error: unknown SAE architecture 'topkk'."),
+    (["run", "--explainer", "nobody"], "Error: unknown explainer 'nobody'."),
+    (["run", "-o", "sea.k=3"], "Error: unknown config section 'sea'"),
+    (["run", "--dtype", "float8"], "Error: dtype 'float8' is not supported."),
+    (["run", "--config", "missing.yaml"], "Error: config file 'missing.yaml' does not exist"),
+    (["run", "--resume", "--name", "ghost"], "Error: cannot resume 'runs/ghost': it has no run.yaml"),
+])
+def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
+    result = lmmsae(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_unknown_command_is_a_usage_error():
+    result = lmmsae("trian")
+    assert result.returncode == 2 and "No such command 'trian'" in result.stderr
+
+
+def test_plugins_json_shape():
+    result = lmmsae("plugins", "--json")
+    data = json.loads(result.stdout)
+    assert set(data) == {"models", "saes", "datasets", "explainers", "scorers", "plugins"}
+    assert data["plugins"][0]["name"] == "lmmsae"
