@@ -5,4 +5,4 @@ from lmmsae.hookspecs import hookimpl
 
 @hookimpl
 def register_datasets(register):
-    pass
+    register("shapes", "lmmsae.datasets.shapes:ShapesDataset")

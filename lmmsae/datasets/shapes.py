@@ -1,0 +1,284 @@
+"""The toy world's dataset: procedurally drawn shapes with exact ground truth.
+
+Each image shows 1-3 objects, each in its own cell of a 3x3 grid (small jitter and rotation), on a
+plain (black / grey / white) or textured (stripes / checkerboard / noise) grey background. Every
+object carries its shape, colour, size, grid cell, position words, RGB colour and pixel mask. The
+caption lists the objects in reading order::
+
+    a large red circle at the top left and a small blue square in the center
+
+Sample `index` is drawn from its own RNG seeded by (seed, split, index): random access is cheap,
+shards can split by index, and the same (seed, split, index) always gives the same pixels.
+
+numpy + PIL only (no torch at import time). Module-level helpers for other components:
+`describe_object`, `caption_for`, `parse_caption`, `question_for`, `masked_view`, `object_view`,
+`patch_mask`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lmmsae.datasets.base import Dataset, Sample
+
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+COLORS = {
+    "red": (220, 40, 40),
+    "orange": (245, 140, 20),
+    "yellow": (235, 220, 30),
+    "green": (40, 180, 60),
+    "cyan": (30, 200, 215),
+    "blue": (45, 75, 230),
+    "purple": (155, 60, 210),
+}
+SIZES = ("small", "large")
+PLAIN_BACKGROUNDS = ("black", "grey", "white")
+TEXTURED_BACKGROUNDS = ("stripes", "checkerboard", "noise")
+BACKGROUNDS = PLAIN_BACKGROUNDS + TEXTURED_BACKGROUNDS
+ROW_WORDS = ("top", "", "bottom")
+COL_WORDS = ("left", "", "right")
+POSITIONS = tuple(
+    " ".join(w for w in (ROW_WORDS[r], COL_WORDS[c]) if w) or "center" for r in range(3) for c in range(3)
+)
+# circumradius as a fraction of the cell side
+SIZE_RADIUS = {"small": 0.30, "large": 0.44}
+DIM = 0.12  # brightness kept outside the highlighted region of a masked view
+SPLITS = {"train": 0, "test": 1, "val": 2}
+_SS = 4  # supersampling factor for anti-aliased edges
+
+
+def position_words(row: int, col: int) -> str:
+    """'top left', 'top', ..., 'center', ..., 'bottom right'."""
+    return POSITIONS[3 * row + col]
+
+
+def _position_phrase(position: str) -> str:
+    return "in the center" if position == "center" else f"at the {position}"
+
+
+def describe_object(obj: dict[str, Any]) -> str:
+    """One object's phrase, e.g. 'a small blue square at the bottom right'."""
+    return f"a {obj['size']} {obj['color']} {obj['shape']} {_position_phrase(obj['position'])}"
+
+
+def caption_for(objects: Iterable[dict[str, Any]]) -> str:
+    """The caption grammar: object phrases in reading order joined by ' and '."""
+    objs = sorted(objects, key=lambda o: (o["row"], o["col"]))
+    return " and ".join(describe_object(o) for o in objs)
+
+
+def question_for(color: str, shape: str) -> str:
+    """A POPE-style yes/no probe, e.g. 'is there a red circle ?' (answer: 'yes' or 'no')."""
+    return f"is there a {color} {shape} ?"
+
+
+_PHRASE = re.compile(
+    r"^a (?P<size>\w+) (?P<color>\w+) (?P<shape>\w+) (?:in the (?P<center>center)|at the (?P<pos>[a-z ]+?))$"
+)
+
+
+def parse_caption(text: str) -> list[dict[str, str]] | None:
+    """Objects (size, color, shape, position) of a caption in the grammar; None if it does not parse."""
+    text = " ".join(text.strip().lower().split())
+    if not text:
+        return []
+    out = []
+    for part in text.split(" and "):
+        m = _PHRASE.match(part.strip())
+        if not m:
+            return None
+        pos = m.group("center") or m.group("pos")
+        out.append({"size": m.group("size"), "color": m.group("color"), "shape": m.group("shape"), "position": pos})
+    return out
+
+
+def masked_view(image: Image.Image, keep: np.ndarray, dim: float = DIM) -> Image.Image:
+    """Copy of `image` with every pixel outside `keep` (bool HxW) dimmed to `dim` of its brightness."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    keep = np.asarray(keep, dtype=bool)
+    if keep.shape != arr.shape[:2]:
+        raise ValueError(f"mask shape {keep.shape} does not match image size {arr.shape[:2]}")
+    out = np.where(keep[..., None], arr, np.rint(arr * dim))
+    return Image.fromarray(out.astype(np.uint8), "RGB")
+
+
+def patch_mask(mask: np.ndarray, patch: int) -> np.ndarray:
+    """`mask` grown to whole patch x patch squares (any patch touching the mask is kept entirely)."""
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    gh, gw = -(-h // patch), -(-w // patch)
+    padded = np.zeros((gh * patch, gw * patch), dtype=bool)
+    padded[:h, :w] = mask
+    grid = padded.reshape(gh, patch, gw, patch).any(axis=(1, 3))
+    return np.kron(grid, np.ones((patch, patch), dtype=bool)).astype(bool)[:h, :w]
+
+
+def object_view(sample: Sample, k: int, patch: int | None = None, dim: float = DIM) -> Image.Image:
+    """Masked view of a sample keeping only object `k` (its pixels, or its patches if `patch` given)."""
+    keep = sample.truth["objects"][k]["mask"]
+    if patch:
+        keep = patch_mask(keep, patch)
+    return masked_view(sample.image, keep, dim)
+
+
+# ----------------------------------------------------------------------------- drawing
+
+
+def _shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    def rot(points):
+        ca, sa = np.cos(angle), np.sin(angle)
+        return [(cx + x * ca - y * sa, cy + x * sa + y * ca) for x, y in points]
+
+    if shape == "square":
+        s = r / np.sqrt(2)
+        return rot([(-s, -s), (s, -s), (s, s), (-s, s)])
+    if shape == "triangle":  # points up; centroid at the centre
+        return rot([(0, -r), (r * np.sin(np.pi / 3 * 2), r / 2), (-r * np.sin(np.pi / 3 * 2), r / 2)])
+    if shape == "star":
+        pts = []
+        for i in range(10):
+            rr = r if i % 2 == 0 else r * 0.42
+            a = -np.pi / 2 + i * np.pi / 5
+            pts.append((rr * np.cos(a), rr * np.sin(a)))
+        return rot(pts)
+    if shape == "cross":
+        a, b = r * 0.32, r * 0.95
+        return rot([(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b),
+                    (-a, a), (-b, a), (-b, -a), (-a, -a)])
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _coverage(shape: str, cx: float, cy: float, r: float, angle: float, size: int) -> np.ndarray:
+    """Fraction (0..1) of each pixel of a size x size canvas covered by the shape (supersampled)."""
+    S = _SS
+    x0, y0 = max(0, int(np.floor(cx - r)) - 1), max(0, int(np.floor(cy - r)) - 1)
+    x1, y1 = min(size, int(np.ceil(cx + r)) + 2), min(size, int(np.ceil(cy + r)) + 2)
+    w, h = x1 - x0, y1 - y0
+    big = Image.new("L", (w * S, h * S), 0)
+    draw = ImageDraw.Draw(big)
+    lx, ly = cx - x0, cy - y0
+    if shape == "circle":
+        draw.ellipse([(lx - r) * S, (ly - r) * S, (lx + r) * S - 1, (ly + r) * S - 1], fill=255)
+    else:
+        draw.polygon([(x * S, y * S) for x, y in _shape_polygon(shape, lx, ly, r, angle)], fill=255)
+    out = np.zeros((size, size), np.float32)
+    out[y0:y1, x0:x1] = np.asarray(big, dtype=np.float32).reshape(h, S, w, S).mean(axis=(1, 3)) / 255.0
+    return out
+
+
+def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "black":
+        v = rng.integers(0, 26)
+        return np.full((size, size, 3), v, np.float32)
+    if kind == "grey":
+        v = rng.integers(110, 146)
+        return np.full((size, size, 3), v, np.float32)
+    if kind == "white":
+        v = rng.integers(228, 256)
+        return np.full((size, size, 3), v, np.float32)
+    lo = float(rng.integers(40, 90))
+    hi = lo + float(rng.integers(40, 80))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    if kind == "stripes":
+        period = float(rng.integers(size // 12, size // 6 + 1))
+        theta = rng.uniform(0, np.pi)
+        t = (xx * np.cos(theta) + yy * np.sin(theta)) / period
+        g = np.where((t % 1.0) < 0.5, lo, hi)
+    elif kind == "checkerboard":
+        period = int(rng.integers(size // 16, size // 8 + 1))
+        g = np.where(((xx // period + yy // period) % 2) == 0, lo, hi)
+    elif kind == "noise":
+        cells = int(rng.integers(size // 8, size // 4 + 1))
+        coarse = rng.uniform(lo, hi, (cells, cells)).astype(np.float32)
+        g = np.asarray(Image.fromarray(coarse, "F").resize((size, size), Image.BILINEAR), np.float32)
+        g = g + rng.normal(0, 8, (size, size)).astype(np.float32)
+    else:
+        raise ValueError(f"unknown background {kind!r}")
+    return np.repeat(np.clip(g, 0, 255)[..., None], 3, axis=2)
+
+
+def render(objects: list[dict[str, Any]], background: str, size: int, rng: np.random.Generator):
+    """Draw the objects (dicts with shape, color, size, row, col, cx, cy, r, angle, rgb) on a background.
+
+    Returns (PIL image, list of bool masks). A mask holds the pixels at least half covered by its object.
+    """
+    img = _background(background, size, rng)
+    masks = []
+    for obj in objects:
+        cov = _coverage(obj["shape"], obj["cx"], obj["cy"], obj["r"], obj["angle"], size)
+        img = img * (1.0 - cov[..., None]) + np.asarray(obj["rgb"], np.float32) * cov[..., None]
+        masks.append(cov >= 0.5)
+    return Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB"), masks
+
+
+def generate(rng: np.random.Generator, image_size: int, max_objects: int = 3):
+    """Draw one random scene: (image, truth dict)."""
+    size = image_size
+    cell = size / 3.0
+    background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+    n = int(rng.integers(1, max_objects + 1))
+    cells = sorted(int(c) for c in rng.choice(9, size=n, replace=False))
+    colors = list(COLORS)
+    objects = []
+    for c in cells:
+        row, col = divmod(c, 3)
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        color = colors[int(rng.integers(len(colors)))]
+        sz = SIZES[int(rng.integers(2))]
+        r = SIZE_RADIUS[sz] * cell * rng.uniform(0.97, 1.03)
+        slack = max(0.0, 0.5 * cell - r - 0.5)
+        jitter = min(0.07 * cell, slack)
+        cx = (col + 0.5) * cell + rng.uniform(-jitter, jitter)
+        cy = (row + 0.5) * cell + rng.uniform(-jitter, jitter)
+        angle = float(np.deg2rad(rng.uniform(-12, 12)))
+        rgb = tuple(int(np.clip(v + rng.integers(-10, 11), 0, 255)) for v in COLORS[color])
+        objects.append({"shape": shape, "color": color, "size": sz, "row": row, "col": col,
+                        "position": position_words(row, col), "cx": float(cx), "cy": float(cy),
+                        "r": float(r), "angle": angle, "rgb": rgb})
+    image, masks = render(objects, background, size, rng)
+    for obj, m in zip(objects, masks):
+        obj["mask"] = m
+    truth = {"caption": caption_for(objects), "background": background, "objects": objects}
+    return image, truth
+
+
+class ShapesDataset(Dataset):
+    """Procedural shapes with ground truth (objects, masks, caption); the toy world's images."""
+
+    @dataclass
+    class Options:
+        n: int = 2000  # number of samples
+        seed: int = 0
+        split: str = "test"  # train | test | val: disjoint RNG streams (the toy models trained on "train")
+        image_size: int = 96  # the shipped toy models see 96 px images
+        max_objects: int = 3
+        prompt: str = ""  # text prompt attached to every sample ("" = image only, as in the paper)
+
+    def __init__(self, options: "ShapesDataset.Options | None" = None):
+        options = options or self.Options()
+        if options.split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {options.split!r}")
+        if not 1 <= options.max_objects <= 9:
+            raise ValueError("max_objects must be between 1 and 9")
+        if options.image_size < 24:
+            raise ValueError("image_size must be at least 24")
+        super().__init__(options)
+
+    def __len__(self) -> int:
+        return int(self.options.n)
+
+    def rng(self, index: int) -> np.random.Generator:
+        o = self.options
+        return np.random.default_rng([int(o.seed), SPLITS[o.split], int(index)])
+
+    def sample(self, index: int) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        image, truth = generate(self.rng(index), self.options.image_size, self.options.max_objects)
+        return Sample(id=f"shapes-{self.options.split}-{self.options.seed}-{index}", image=image,
+                      prompt=self.options.prompt, truth=truth)

@@ -1,0 +1,432 @@
+"""Train the toy world's tiny CLIP and tiny LLaVA from a seed (CPU, a few tens of minutes).
+
+    python -m lmmsae.toyworld.train --seed 0 --out lmmsae/toyworld/weights
+
+1. CLIP (open_clip, custom config, word-level tokenizer, EOS pooling), InfoNCE on captions.
+2. LLaVA (transformers LlavaForConditionalGeneration: CLIP vision tower + Llama LM), its vision tower
+   initialised from the contrastive CLIP's image tower (as real LLaVA does), trained on
+   full captions, masked single-object views (target: that object's phrase) and yes/no questions.
+3. Evaluation on held-out images (lmmsae.toyworld.evaluate) -> eval.json; log -> TRAINING_LOG.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import stat
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lmmsae.datasets.shapes import (COLORS, SHAPES, ShapesDataset, describe_object, masked_view, patch_mask,
+                                    question_for)
+from lmmsae.toyworld import IMAGE_SIZE, PATCH_SIZE, WEIGHTS_DIR
+from lmmsae.toyworld.vocab import VOCAB, build_tokenizer
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation (both models)
+STD = (0.26862954, 0.26130258, 0.27577711)
+N_PATCHES = (IMAGE_SIZE // PATCH_SIZE) ** 2
+
+VISION = dict(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=192, intermediate_size=768,
+              num_hidden_layers=4, num_attention_heads=4, hidden_act="gelu", layer_norm_eps=1e-5)
+TEXT = dict(vocab_size=len(VOCAB), hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=160,
+            tie_word_embeddings=True, bos_token_id=VOCAB["<s>"], eos_token_id=VOCAB["</s>"],
+            pad_token_id=VOCAB["<pad>"], rms_norm_eps=1e-5)
+CLIP_CFG = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "width": VISION["hidden_size"],
+                   "layers": VISION["num_hidden_layers"],
+                   "head_width": VISION["hidden_size"] // VISION["num_attention_heads"], "mlp_ratio": 4.0},
+    "text_cfg": {"context_length": 32, "vocab_size": len(VOCAB), "width": 128, "heads": 4, "layers": 3,
+                 "hf_tokenizer_name": "toyworld-word-level (loaded from this folder)",
+                 "pad_id": VOCAB["<pad>"], "eos_id": VOCAB["</s>"], "pool_type": "eos"},
+}
+
+
+class Log:
+    def __init__(self, path: Path | None):
+        self.lines: list[str] = []
+        self.path = path
+        self.t0 = time.time()
+
+    def __call__(self, msg: str):
+        line = f"[{time.time() - self.t0:7.1f}s] {msg}"
+        print(line, flush=True)
+        self.lines.append(line)
+        if self.path:
+            self.path.write_text("\n".join(self.lines) + "\n")
+
+
+def to_pixels(images) -> "torch.Tensor":
+    """PIL images (already IMAGE_SIZE) -> normalised float tensor, exactly as the processors do."""
+    import torch
+
+    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images]) / 255.0
+    arr = (arr - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+    return torch.from_numpy(arr.transpose(0, 3, 1, 2).copy())
+
+
+def cosine_lr(step: int, total: int, warmup: int, base: float, floor: float = 0.05, progress: float | None = None) -> float:
+    """Linear warm-up then cosine decay to `floor` x base; `progress` (0..1) overrides step/total."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup) if progress is None else progress
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+class Schedule:
+    """Progress through a phase: steps done / steps planned, or, when the machine is too slow (shared
+    cores), time spent / time budget, whichever is further. With a free machine the run is exactly
+    step-based (reproducible); on a loaded one the schedule still decays fully and stops in time."""
+
+    def __init__(self, steps: int, warmup: int, budget_min: float):
+        self.steps, self.warmup, self.budget = steps, warmup, budget_min * 60
+        self.t0 = time.time()
+        self.time_bound = False
+
+    def progress(self, step: int) -> float:
+        by_steps = (step - self.warmup) / max(1, self.steps - self.warmup)
+        if self.budget <= 0 or step < self.warmup:
+            return by_steps
+        by_time = (time.time() - self.t0) / self.budget
+        if by_time > by_steps:
+            self.time_bound = True
+        return max(by_steps, by_time)
+
+    def done(self, step: int) -> bool:
+        return step >= self.steps or (step > self.warmup and self.progress(step) >= 1.0)
+
+
+def make_readable(folder: Path):
+    for p in folder.rglob("*"):
+        if p.is_file():
+            p.chmod(p.stat().st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+# ----------------------------------------------------------------------------- CLIP
+
+
+def train_clip(args, data: ShapesDataset, log: Log, out: Path):
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    torch.manual_seed(args.seed)
+    model = open_clip.model.CLIP(**CLIP_CFG)
+    tok = build_tokenizer("clip")
+    log(f"CLIP: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {args.clip_steps} steps "
+        f"batch {args.clip_batch}")
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
+                            lr=args.clip_lr, betas=(0.9, 0.98), eps=1e-6)
+    model.train()
+    cursor = 0
+    t0 = time.time()
+    sched = Schedule(args.clip_steps, args.clip_warmup, args.clip_minutes)
+    step = 0
+    while not sched.done(step):
+        prog = sched.progress(step)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, args.clip_steps, args.clip_warmup, args.clip_lr, progress=prog)
+        samples = [data.sample(cursor + i) for i in range(args.clip_batch)]
+        cursor += args.clip_batch
+        pixels = to_pixels([s.image for s in samples])
+        text = tok([s.truth["caption"] for s in samples], padding="max_length", max_length=32, truncation=True,
+                   return_tensors="pt").input_ids
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            img = F.normalize(model.encode_image(pixels).float(), dim=-1)
+            txt = F.normalize(model.encode_text(text).float(), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        labels = torch.arange(len(samples))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 50 == 0 or step == args.clip_steps - 1:
+            acc = (logits.argmax(1) == labels).float().mean().item()
+            log(f"clip step {step:5d} loss {loss.item():.4f} batch i2t acc {acc:.3f} progress {prog:.3f} "
+                f"scale {model.logit_scale.exp().item():.1f} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+        step += 1
+    log(f"CLIP trained {step} steps ({'time-bound schedule' if sched.time_bound else 'step schedule'})")
+    args.clip_steps_done = step
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+              str(out / "open_clip_model.safetensors"))
+    config = {"model_cfg": CLIP_CFG,
+              "preprocess_cfg": {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic",
+                                 "resize_mode": "shortest"}}
+    (out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tok.save_pretrained(str(out))
+    make_readable(out)
+    log(f"CLIP saved to {out} in {time.time() - t0:.0f}s")
+    return model
+
+
+# ----------------------------------------------------------------------------- LLaVA
+
+
+def build_llava(vocab_size: int):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**VISION), text_config=LlamaConfig(**TEXT),
+        image_token_index=VOCAB["<image>"], image_seq_length=N_PATCHES, projector_hidden_act="gelu",
+        vision_feature_select_strategy="default", vision_feature_layer=-1, tie_word_embeddings=True)
+    model = LlavaForConditionalGeneration(config)
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        setattr(model.generation_config, key, TEXT[key])
+    model.generation_config.max_new_tokens = 40
+    model.generation_config.do_sample = False
+    return model
+
+
+def build_processor():
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_center_crop=False, do_resize=True, resample=3, image_mean=list(MEAN), image_std=list(STD),
+        do_convert_rgb=True)
+    return LlavaProcessor(image_processor=image_processor, tokenizer=build_tokenizer("llava"),
+                          patch_size=PATCH_SIZE, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1, image_token="<image>")
+
+
+def clip_visual_to_hf(visual_sd: dict) -> dict:
+    """open_clip VisionTransformer weights -> transformers CLIPVisionModel.vision_model weights."""
+    out = {
+        "embeddings.patch_embedding.weight": visual_sd["conv1.weight"],
+        "embeddings.class_embedding": visual_sd["class_embedding"],
+        "embeddings.position_embedding.weight": visual_sd["positional_embedding"],
+        "pre_layrnorm.weight": visual_sd["ln_pre.weight"], "pre_layrnorm.bias": visual_sd["ln_pre.bias"],
+        "post_layernorm.weight": visual_sd["ln_post.weight"], "post_layernorm.bias": visual_sd["ln_post.bias"],
+    }
+    for i in range(VISION["num_hidden_layers"]):
+        src, dst = f"transformer.resblocks.{i}.", f"encoder.layers.{i}."
+        qw, kw, vw = visual_sd[src + "attn.in_proj_weight"].chunk(3)
+        qb, kb, vb = visual_sd[src + "attn.in_proj_bias"].chunk(3)
+        out.update({
+            dst + "self_attn.q_proj.weight": qw, dst + "self_attn.q_proj.bias": qb,
+            dst + "self_attn.k_proj.weight": kw, dst + "self_attn.k_proj.bias": kb,
+            dst + "self_attn.v_proj.weight": vw, dst + "self_attn.v_proj.bias": vb,
+            dst + "self_attn.out_proj.weight": visual_sd[src + "attn.out_proj.weight"],
+            dst + "self_attn.out_proj.bias": visual_sd[src + "attn.out_proj.bias"],
+            dst + "layer_norm1.weight": visual_sd[src + "ln_1.weight"],
+            dst + "layer_norm1.bias": visual_sd[src + "ln_1.bias"],
+            dst + "layer_norm2.weight": visual_sd[src + "ln_2.weight"],
+            dst + "layer_norm2.bias": visual_sd[src + "ln_2.bias"],
+            dst + "mlp.fc1.weight": visual_sd[src + "mlp.c_fc.weight"],
+            dst + "mlp.fc1.bias": visual_sd[src + "mlp.c_fc.bias"],
+            dst + "mlp.fc2.weight": visual_sd[src + "mlp.c_proj.weight"],
+            dst + "mlp.fc2.bias": visual_sd[src + "mlp.c_proj.bias"],
+        })
+    return out
+
+
+def llava_example(sample, rng: random.Random, masked_share: float, question_share: float):
+    """(image, prompt words, answer) for one training sample."""
+    objects = sample.truth["objects"]
+    u = rng.random()
+    if u < masked_share:
+        k = rng.randrange(len(objects))
+        keep = objects[k]["mask"]
+        if rng.random() < 0.5:  # patch-aligned masks, as produced from SAE activation maps
+            keep = patch_mask(keep, PATCH_SIZE)
+        elif rng.random() < 0.5:  # slightly grown pixel masks
+            keep = patch_mask(keep, 3)
+        return masked_view(sample.image, keep), "", describe_object(objects[k])
+    if u < masked_share + question_share:
+        present = {(o["color"], o["shape"]) for o in objects}
+        if rng.random() < 0.5:
+            color, shape = sorted(present)[rng.randrange(len(present))]
+            return sample.image, question_for(color, shape), "yes"
+        while True:
+            color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
+            if (color, shape) not in present:
+                return sample.image, question_for(color, shape), "no"
+    return sample.image, "", sample.truth["caption"]
+
+
+def encode_batch(examples, tok):
+    """input_ids [bos, <image> x N, prompt..., answer..., eos] right-padded; labels on answer + eos only."""
+    import torch
+
+    rows, labels = [], []
+    for _, prompt, answer in examples:
+        head = [VOCAB["<s>"]] + [VOCAB["<image>"]] * N_PATCHES + tok(prompt, add_special_tokens=False).input_ids
+        tail = tok(answer, add_special_tokens=False).input_ids + [VOCAB["</s>"]]
+        rows.append(head + tail)
+        labels.append([-100] * len(head) + tail)
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), VOCAB["<pad>"], dtype=torch.long)
+    lab = torch.full((len(rows), width), -100, dtype=torch.long)
+    att = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, l) in enumerate(zip(rows, labels)):
+        ids[i, :len(r)] = torch.tensor(r)
+        lab[i, :len(l)] = torch.tensor(l)
+        att[i, :len(r)] = 1
+    return ids, att, lab
+
+
+def quick_caption_acc(model, data: ShapesDataset, n: int = 64) -> float:
+    """Exact-caption accuracy on n held-out images (greedy, no processor: for progress logging)."""
+    import torch
+
+    samples = [data.sample(i) for i in range(n)]
+    ids = torch.tensor([[VOCAB["<s>"]] + [VOCAB["<image>"]] * N_PATCHES] * n)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                             pixel_values=to_pixels([s.image for s in samples]), max_new_tokens=40,
+                             do_sample=False)
+    tok = build_tokenizer("llava")
+    texts = tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+    return float(np.mean([t.strip() == s.truth["caption"] for t, s in zip(texts, samples)]))
+
+
+def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, log: Log, out: Path):
+    import torch
+
+    torch.manual_seed(args.seed)
+    model = build_llava(len(VOCAB))
+    if clip_model is not None:
+        missing = model.model.vision_tower.load_state_dict(
+            clip_visual_to_hf(clip_model.visual.state_dict()), strict=True)
+        log(f"LLaVA vision tower initialised from the CLIP image tower ({missing})")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"LLaVA: {n_params / 1e6:.2f}M parameters, {args.llava_steps} steps batch {args.llava_batch}, "
+        f"masked share {args.masked_share}, question share {args.question_share}")
+    vision = [p for n, p in model.named_parameters() if "vision_tower" in n]
+    rest = [p for n, p in model.named_parameters() if "vision_tower" not in n]
+    opt = torch.optim.AdamW([{"params": vision, "lr_scale": args.vision_lr_scale}, {"params": rest, "lr_scale": 1.0}],
+                            lr=args.llava_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    tok = build_tokenizer("llava")
+    rng = random.Random(args.seed)
+    model.train()
+    t0 = time.time()
+    cursor = 10_000_000  # disjoint from the CLIP's training indices
+    running = None
+    sched = Schedule(args.llava_steps, args.llava_warmup, args.llava_minutes)
+    step = 0
+    while not sched.done(step):
+        prog = sched.progress(step)
+        lr = cosine_lr(step, args.llava_steps, args.llava_warmup, args.llava_lr, progress=prog)
+        for g in opt.param_groups:
+            g["lr"] = lr * g["lr_scale"]
+        examples = [llava_example(data.sample(cursor + i), rng, args.masked_share, args.question_share)
+                    for i in range(args.llava_batch)]
+        cursor += args.llava_batch
+        ids, att, lab = encode_batch(examples, tok)
+        pixels = to_pixels([e[0] for e in examples])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(input_ids=ids, attention_mask=att, pixel_values=pixels, labels=lab).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if step % 50 == 0 or step == args.llava_steps - 1:
+            log(f"llava step {step:5d} loss {running:.4f} lr {lr:.2e} progress {prog:.3f} "
+                f"({(time.time() - t0) / (step + 1):.2f} s/step)")
+        if args.progress_every and step and step % args.progress_every == 0:
+            model.eval()
+            log(f"llava step {step:5d} held-out exact caption (64 images) {quick_caption_acc(model, heldout):.3f}")
+            model.train()
+        step += 1
+    log(f"LLaVA trained {step} steps ({'time-bound schedule' if sched.time_bound else 'step schedule'})")
+    args.llava_steps_done = step
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    build_processor().save_pretrained(str(out))
+    make_readable(out)
+    log(f"LLaVA saved to {out} in {time.time() - t0:.0f}s")
+    return model
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    p.add_argument("--clip-steps", type=int, default=600)
+    p.add_argument("--clip-batch", type=int, default=128)
+    p.add_argument("--clip-lr", type=float, default=1e-3)
+    p.add_argument("--clip-warmup", type=int, default=60)
+    p.add_argument("--clip-minutes", type=float, default=12.0,
+                   help="time budget: on a slower (shared) machine the schedule follows time instead of steps")
+    p.add_argument("--llava-steps", type=int, default=3000)
+    p.add_argument("--llava-batch", type=int, default=32)
+    p.add_argument("--llava-lr", type=float, default=1e-3)
+    p.add_argument("--llava-warmup", type=int, default=200)
+    p.add_argument("--llava-minutes", type=float, default=40.0, help="time budget (see --clip-minutes)")
+    p.add_argument("--vision-lr-scale", type=float, default=0.5)
+    p.add_argument("--masked-share", type=float, default=0.2)
+    p.add_argument("--question-share", type=float, default=0.08)
+    p.add_argument("--no-clip-init", action="store_true", help="train the LLaVA vision tower from scratch")
+    p.add_argument("--progress-every", type=int, default=1000)
+    p.add_argument("--eval-images", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--smoke", action="store_true", help="a few steps of everything, to check the pipeline")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.smoke:
+        args.clip_steps, args.llava_steps, args.eval_images = 20, 30, 48
+        args.clip_warmup, args.llava_warmup, args.progress_every = 5, 5, 20
+        args.clip_minutes = args.llava_minutes = 0
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = Log(out / "TRAINING_LOG.txt")
+    log(f"lmmsae.toyworld.train {' '.join(sys.argv[1:])}")
+    log(f"args: {json.dumps({k: str(v) for k, v in vars(args).items()})}")
+    log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 autocast {args.bf16}")
+    t_start = time.time()
+    data = ShapesDataset(ShapesDataset.Options(n=10**9, seed=args.seed, split="train", image_size=IMAGE_SIZE))
+    heldout = ShapesDataset(ShapesDataset.Options(n=10**6, seed=args.seed, split="val", image_size=IMAGE_SIZE))
+
+    tmp = out / ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    clip_model = train_clip(args, data, log, tmp / "clip")
+    t_clip = time.time() - t_start
+    train_llava(args, data, heldout, None if args.no_clip_init else clip_model, log, tmp / "llava")
+    t_train = time.time() - t_start
+    for name in ("clip", "llava"):
+        shutil.rmtree(out / name, ignore_errors=True)
+        (tmp / name).rename(out / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"training wall time {t_train / 60:.1f} min (CLIP {t_clip / 60:.1f} min)")
+
+    from lmmsae.toyworld.evaluate import evaluate
+
+    results = evaluate(out / "llava", out / "clip", n_images=args.eval_images, seed=args.seed, log=log)
+    results["training"] = {"wall_time_min": round(t_train / 60, 2), "clip_wall_time_min": round(t_clip / 60, 2),
+                           "llava_wall_time_min": round((t_train - t_clip) / 60, 2),
+                           "eval_wall_time_min": round((time.time() - t_start - t_train) / 60, 2),
+                           "seed": args.seed, "threads": torch.get_num_threads(),
+                           "clip_steps_done": args.clip_steps_done, "llava_steps_done": args.llava_steps_done,
+                           "cpu_time_min": round((time.process_time()) / 60, 2),
+                           "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    make_readable(out)
+    log(f"eval: {json.dumps(results['summary'])}")
+    log(f"total wall time {(time.time() - t_start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
