@@ -5,4 +5,7 @@ from lmmsae.hookspecs import hookimpl
 
 @hookimpl
 def register_models(register):
-    pass
+    register("llava", "lmmsae.models.llava:LlavaAdapter")
+    register("llava-next", "lmmsae.models.llava_next:LlavaNextAdapter")
+    register("llava-ov", "lmmsae.models.llava_ov:LlavaOnevisionAdapter")
+    register("toy-llava", "lmmsae.models.llava:LlavaAdapter", checkpoint="toy")

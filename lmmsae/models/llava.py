@@ -1,0 +1,25 @@
+"""LLaVA-1.5 (`LlavaForConditionalGeneration`): one view, a square patch grid, optional CLS.
+
+Also the toy LLaVA (registered as `toy-llava`, checkpoint "toy").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmmsae.models.hf import TransformersAdapter
+from lmmsae.models.token_map import Layout, plain_layout
+
+
+class LlavaAdapter(TransformersAdapter):
+    model_class = "LlavaForConditionalGeneration"
+    model_types = ("llava",)
+    adapter_name = "llava"
+
+    @dataclass
+    class Options(TransformersAdapter.Options):
+        checkpoint: str = "llava-hf/llava-1.5-7b-hf"
+
+    def _layout(self, orig_hw, pixel_hw) -> Layout:
+        patch = getattr(self.processor, "patch_size", None) or self.config.vision_config.patch_size
+        return plain_layout(orig_hw, pixel_hw, self.processor.image_processor, int(patch), self._strategy_extra())

@@ -1,0 +1,215 @@
+"""collect: stream a dataset through the model and store hookpoint activations of chosen token kinds.
+
+`stream_activations` yields per-batch activations without storing them (the trainer's streaming
+mode); `collect` writes them to activations.h5 (resumable, see lmmsae.stores.activations).
+A sample whose image the model cannot take is reported with its id and skipped, or stops the run
+when `on_bad_image` is "stop".
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import click
+
+from lmmsae import artifacts
+from lmmsae.errors import UserError
+
+DEFAULT_KINDS = ["text", "image", "image_newline", "special"]
+
+
+@dataclass
+class Options:
+    batch_size: int = 16
+    kinds: list[str] = field(default_factory=lambda: list(DEFAULT_KINDS))  # token kinds to store
+    dtype: str = "float32"            # storage: float32, float16 or bfloat16
+    max_samples: int | None = None    # first N samples of the dataset (None: all)
+    prompt: str | None = None         # overrides the samples' and the model's prompt
+    on_bad_image: str = "skip"        # "skip" (reported) or "stop"
+    compression: str | None = None    # h5py filter, e.g. "lzf" or "gzip"
+
+
+CLI_PARAMS = [
+    click.Option(["--batch-size", "batch_size"], type=int, help="Samples per forward pass."),
+    click.Option(["--max-samples", "max_samples"], type=int, help="Collect only the first N samples."),
+    click.Option(["--kind", "kinds"], multiple=True, help="Token kind to store (repeatable): text, image, "
+                 "image_newline, special, padding."),
+    click.Option(["--store-dtype", "dtype"], help="float32, float16 or bfloat16."),
+    click.Option(["--stop-on-bad-image", "on_bad_image"], flag_value="stop", default=None,
+                 help="Stop at the first unusable image instead of skipping it."),
+]
+
+
+@dataclass
+class Chunk:
+    """One processed batch: activations [N, d] per hookpoint, its token table, and its samples."""
+
+    acts: dict[str, Any]
+    tokens: dict[str, Any]
+    samples: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    next_index: int
+
+
+def run(ctx) -> None:
+    from lmmsae.models import from_context
+
+    opts = ctx.stage_options("collect", Options)
+    rel = artifacts.ACTIVATIONS
+    if ctx.run.is_complete(rel):
+        ctx.log("collect-skip", reason="complete", path=rel)
+        return
+    data_comp, data_opts = ctx.component("dataset")
+    dataset = data_comp.load()(data_opts)
+    adapter = from_context(ctx)
+    hookpoints = adapter.resolve_hookpoints(ctx.config.hookpoints)
+    identity = {"name": ctx.config.dataset.name, **dataset.identity()}
+    ctx.log("collect-start", hookpoints=hookpoints, resume=ctx.run.file(rel).exists())
+    info = collect(adapter, dataset, hookpoints, ctx.run.file(rel), opts, dataset_identity=identity,
+                   log=ctx.log, model_name=ctx.config.model.name)
+    ctx.run.mark_complete(rel, **info)
+    ctx.log("collect-done", **info)
+
+
+def collect(adapter, dataset, hookpoints: list[str], path: str | Path, options: Options | None = None,
+            dataset_identity: dict | None = None, log: Callable[..., None] | None = None,
+            model_name: str | None = None) -> dict[str, Any]:
+    """Write activations of `hookpoints` for every sample of `dataset` to `path`; resume if partial."""
+    from lmmsae.models.base import TokenKind
+    from lmmsae.progress import track
+    from lmmsae.stores.activations import ActivationWriter
+
+    options = options or Options()
+    kinds = [k.name.lower() for k in TokenKind.parse(options.kinds)]
+    hookpoints = adapter.resolve_hookpoints(hookpoints)
+    identity = {"model": {**adapter.identity(), **({"name": model_name} if model_name else {})},
+                "dataset": dataset_identity or dataset.identity(), "kinds": kinds}
+    stop = len(dataset) if options.max_samples is None else min(len(dataset), options.max_samples)
+    writer = ActivationWriter(path, {h: adapter.d_model(h) for h in hookpoints}, options.dtype, identity,
+                              compression=options.compression)
+    try:
+        if writer.complete:
+            return {"n_tokens": writer.n_tokens, "n_samples": writer.n_samples_committed, "resumed": True}
+        start = writer.next_sample
+        n_batches = -(-(stop - start) // options.batch_size)
+        t0, tokens0, skipped = time.perf_counter(), writer.n_tokens, 0
+        chunks = iter_chunks(adapter, dataset, hookpoints, options.batch_size, kinds, start, stop,
+                             options.prompt, options.on_bad_image)
+        for chunk in track(chunks, total=n_batches, description="collect", unit="batches"):
+            writer.append(chunk.acts, chunk.tokens, chunk.samples, chunk.skipped, chunk.next_index)
+            for s in chunk.skipped:
+                skipped += 1
+                if log:
+                    log("collect-skip-sample", index=s["index"], id=s["id"], reason=s["reason"])
+        elapsed = time.perf_counter() - t0
+        info = {"n_tokens": writer.n_tokens, "n_samples": writer.n_samples_committed, "skipped": skipped,
+                "seconds": round(elapsed, 3), "tokens_per_s": round((writer.n_tokens - tokens0) / max(elapsed, 1e-9), 1),
+                "resumed_at": start}
+        writer.finish(**info)
+        return info
+    finally:
+        writer.close()
+
+
+def stream_activations(adapter, dataset, hookpoints: list[str], batch_size: int = 16, kinds=None,
+                       start: int = 0, stop: int | None = None, prompt: str | None = None,
+                       on_bad_image: str = "skip") -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(hookpoint -> Tensor [N, d], token table) per batch, straight from the model, nothing stored.
+
+    The token table holds numpy columns sample_index, position, kind, image, view, row, col, box.
+    """
+    for chunk in iter_chunks(adapter, dataset, adapter.resolve_hookpoints(hookpoints), batch_size,
+                             DEFAULT_KINDS if kinds is None else kinds, start,
+                             len(dataset) if stop is None else min(stop, len(dataset)), prompt, on_bad_image):
+        yield chunk.acts, chunk.tokens
+
+
+def iter_chunks(adapter, dataset, hookpoints, batch_size, kinds, start, stop, prompt, on_bad_image) -> Iterator[Chunk]:
+    """Batches of samples start..stop-1 through the model, activations of `kinds` tokens on CPU."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    if on_bad_image not in ("skip", "stop"):
+        raise UserError(f"collect.on_bad_image must be 'skip' or 'stop', not {on_bad_image!r}")
+    samples_iter = dataset.iter_from(start, stop)
+    index = start
+    while index < stop:
+        samples = list(itertools.islice(samples_iter, min(batch_size, stop - index)))
+        if not samples:
+            break
+        indices = list(range(index, index + len(samples)))
+        index += len(samples)
+        batch, kept, skipped = _prepare(adapter, samples, indices, prompt, on_bad_image)
+        if batch is None:
+            yield Chunk({h: torch.zeros(0, adapter.d_model(h)) for h in hookpoints}, _empty_tokens(),
+                        [], skipped, index)
+            continue
+        tm = batch.token_map
+        mask = tm.mask(kinds)
+        acts = adapter.forward(batch, hookpoints)
+        mask_t = torch.from_numpy(mask).to(next(iter(acts.values())).device)
+        out = {h: a[mask_t].cpu() for h, a in acts.items()}
+        table = tm.table(mask)
+        sample_index = np.asarray(kept, dtype=np.int64)
+        table["sample_index"] = sample_index[table.pop("batch_index")]
+        counts = mask.sum(axis=1)
+        samples_info = [{"index": i, "id": sid, "token_count": int(c),
+                         "width": (tm.image_sizes[b] or (0, 0))[0], "height": (tm.image_sizes[b] or (0, 0))[1],
+                         "grids": tm.grids[b]}
+                        for b, (i, sid, c) in enumerate(zip(kept, batch.sample_ids, counts))]
+        yield Chunk(out, table, samples_info, skipped, index)
+
+
+def _prepare(adapter, samples, indices, prompt, on_bad_image):
+    """(batch of the usable samples, their dataset indices, skipped records); isolates failures."""
+    from lmmsae.models.base import BadImage
+
+    def bad(i, s, reason):
+        if on_bad_image == "stop":
+            raise UserError(f"sample {s.id!r} (index {i}): {reason}; pass -o collect.on_bad_image=skip to skip "
+                            f"such samples")
+        print(f"[collect] skipping sample {s.id!r} (index {i}): {reason}", file=sys.stderr, flush=True)
+        return {"index": i, "id": s.id, "reason": reason}
+
+    try:
+        return adapter.prepare(samples, prompt), indices, []
+    except BadImage:
+        first = None
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - find the culprit sample below
+        first = exc
+    good, kept, skipped, rejected = [], [], [], 0
+    for i, s in zip(indices, samples):
+        try:
+            adapter.prepare([s], prompt)
+        except BadImage as exc:
+            skipped.append(bad(i, s, f"image {exc.reason}"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - the processor rejected it
+            if first is not None and len(samples) > 1 and rejected + 1 == len(samples):
+                raise first  # every sample fails the same way: a real error, not bad data
+            rejected += 1
+            skipped.append(bad(i, s, f"rejected by the processor ({type(exc).__name__}: {exc})"))
+            continue
+        good.append(s)
+        kept.append(i)
+    if not good:
+        return None, [], skipped
+    return adapter.prepare(good, prompt), kept, skipped
+
+
+def _empty_tokens():
+    import numpy as np
+
+    from lmmsae.stores.activations import TOKEN_COLUMNS
+
+    out = {c: np.zeros(0, dt) for c, dt in TOKEN_COLUMNS.items()}
+    out["box"] = np.zeros((0, 4), np.float32)
+    return out

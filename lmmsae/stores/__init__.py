@@ -1,0 +1,1 @@
+"""On-disk stores: activations (collect) and features (cache), chunked h5 with versioned schemas."""
