@@ -1,0 +1,315 @@
+"""train: fit SAEs on collected activations (or straight from the model), one pass for all.
+
+Writes, per hookpoint, `sae/<hookpoint>/{cfg.json, sae.safetensors}` (sparsify layout),
+`sae/<hookpoint>/metrics.json` (each value with its definition) and checkpoints under
+`sae/<hookpoint>/checkpoints/`; `train.variants` adds SAEs with other architectures or
+hyperparameters trained on the same batches, saved under `sae/variants/<name>/<hookpoint>/`.
+Interrupted training resumes from the latest checkpoint. Under `torchrun` every rank trains on
+its share of the batches (gradients all-reduced); rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import click
+
+from lmmsae import artifacts
+from lmmsae.errors import UserError
+
+
+@dataclass
+class Options:
+    source: str = "auto"              # activations (collect/activations.h5), model (stream, store nothing), auto
+    batch_size: int = 1024            # tokens per step (per rank under torchrun)
+    epochs: int = 1                   # passes over activations.h5
+    max_tokens: int | None = None     # stop after this many tokens (all ranks together)
+    shuffle_buffer: int = 65536       # rows shuffled together when reading activations.h5
+    lr: float = 0.0                   # 0: 2e-4 / sqrt(n_latents / 2^14)
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    dead_window_tokens: int = 200_000  # dead = no firing in this many training tokens (toy-sized)
+    normalize_inputs: bool | None = None  # None: the architecture's preference (JumpReLU: yes)
+    mixed_precision: bool = True      # bf16 autocast on CUDA
+    checkpoint_every: int = 100       # steps; 0: only at the end
+    variants: list[dict] = field(default_factory=list)  # [{name, architecture?, <sae options>}]
+    eval_tokens: int = 65536          # tokens of activations used for metrics.json
+    eval_ce: bool = True              # CE/KL loss recovered by splicing into the model
+    eval_samples: int = 64            # samples used for CE/KL
+    ce_tokens: str = "answer"         # answer (caption tokens) or all
+    model_batch_size: int = 16        # samples per model forward (streaming source, CE/KL)
+
+
+CLI_PARAMS = [
+    click.Option(["--batch-size", "batch_size"], type=int, help="Tokens per training step."),
+    click.Option(["--max-tokens", "max_tokens"], type=int, help="Stop after this many training tokens."),
+    click.Option(["--source", "source"], type=click.Choice(["auto", "activations", "model"]),
+                 help="Train from activations.h5 or straight from the model."),
+    click.Option(["--lr", "lr"], type=float, help="Adam learning rate (default: 2e-4/sqrt(n_latents/2^14))."),
+]
+
+NORMALIZE_BY_DEFAULT = {"jumprelu"}
+
+
+def run(ctx) -> None:
+    opts = ctx.stage_options("train", Options)
+    if opts.source not in ("auto", "activations", "model"):
+        raise UserError(f"train.source={opts.source!r}: use auto, activations or model")
+    if opts.ce_tokens not in ("answer", "all"):
+        raise UserError(f"train.ce_tokens={opts.ce_tokens!r}: use answer or all")
+    comp, sae_options = ctx.component("sae")
+    use_activations = opts.source == "activations" or (
+        opts.source == "auto" and ctx.run.is_complete(artifacts.ACTIVATIONS))
+    reader = adapter = None
+    if use_activations:
+        from lmmsae.stores.activations import ActivationReader
+
+        reader = ActivationReader(ctx.run.file(artifacts.ACTIVATIONS))
+        hookpoints = [reader._name(h) for h in ctx.config.hookpoints]
+        dims = {h: reader.d_in(h) for h in hookpoints}
+    else:
+        from lmmsae.models import from_context
+
+        adapter = from_context(ctx)
+        hookpoints = adapter.resolve_hookpoints(ctx.config.hookpoints)
+        dims = {h: adapter.d_model(h) for h in hookpoints}
+    if all(ctx.run.is_complete(f"{artifacts.SAE_DIR}/{h}") for h in hookpoints):
+        ctx.log("train-skip", reason="complete")
+        return
+    specs = sae_specs(ctx.config.sae.name, sae_options, opts.variants)
+    root = ctx.run.file(artifacts.SAE_DIR)
+    ctx.log("train-start", hookpoints=hookpoints, saes=[s.name for s in specs], source="activations" if reader else "model")
+    seed = ctx.config.seed
+    if reader is not None:
+        batches = lambda: reader_batches(reader, hookpoints, opts, seed)  # noqa: E731
+    else:
+        dataset = _dataset(ctx)
+        batches = lambda: model_batches(adapter, dataset, hookpoints, opts)  # noqa: E731
+    result = train(batches, dims, specs, root, opts, device=ctx.config.device, log=ctx.log)
+    from lmmsae.trainer import world
+
+    if world()[0] != 0:
+        return
+    for hookpoint in hookpoints:
+        metrics = result[hookpoint]
+        metrics["evaluation"] = evaluate_saved(root / hookpoint, hookpoint, reader, opts)
+        if opts.eval_ce:
+            metrics["splice"] = _splice_metrics(ctx, adapter, root / hookpoint, hookpoint, opts, metrics)
+        write_metrics(root / hookpoint, metrics)
+        ctx.run.mark_complete(f"{artifacts.SAE_DIR}/{hookpoint}", tokens=metrics["training"]["tokens"])
+    ctx.log("train-done", hookpoints=hookpoints)
+
+
+@dataclass
+class SAESpec:
+    """One SAE to train per hookpoint: its name (folder), architecture and options."""
+
+    name: str
+    architecture: str
+    options: Any
+    folder: str = ""  # relative to sae/; "" for the main SAE
+
+
+def sae_specs(architecture: str, options: Any, variants: list[dict]) -> list[SAESpec]:
+    from lmmsae import plugins
+
+    specs = [SAESpec("main", architecture, options)]
+    for i, variant in enumerate(variants):
+        if not isinstance(variant, dict):
+            raise UserError(f"train.variants[{i}] must be a mapping like {{name: k16, k: 16}}")
+        values = dict(variant)
+        name = str(values.pop("name", f"variant{i}"))
+        arch = str(values.pop("architecture", architecture))
+        base = dict(options.__dict__) if arch == architecture else {}
+        comp = plugins.get("saes", arch)
+        specs.append(SAESpec(name, arch, comp.options({**base, **values}), f"variants/{name}/"))
+    if len({s.name for s in specs}) != len(specs):
+        raise UserError(f"train.variants names must be unique and not 'main': {[s.name for s in specs]}")
+    return specs
+
+
+def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: list[SAESpec], root: Path,
+          options: Options, device: str = "cpu", log: Callable[..., None] | None = None,
+          resume: bool = True) -> dict[str, dict]:
+    """Train every spec on every hookpoint in one pass over `batches()`; save the SAEs under
+    root/[folder]<hookpoint>/ and return training summaries per hookpoint (main SAE)."""
+    from lmmsae import plugins
+    from lmmsae.progress import track
+    from lmmsae.saes.io import save_sae
+    from lmmsae.trainer import Entry, Trainer, TrainerOptions, world
+
+    root = Path(root)
+    entries = []
+    for spec in specs:
+        cls = plugins.get("saes", spec.architecture).load()
+        for hookpoint, d in dims.items():
+            entries.append(Entry(f"{spec.folder}{hookpoint}", hookpoint, cls(d, spec.options)))
+    normalize = options.normalize_inputs
+    if normalize is None:
+        normalize = any(s.architecture in NORMALIZE_BY_DEFAULT for s in specs)
+    trainer = Trainer(entries, TrainerOptions(lr=options.lr, warmup_steps=options.warmup_steps,
+                                              grad_clip=options.grad_clip,
+                                              dead_window_tokens=options.dead_window_tokens,
+                                              normalize_inputs=bool(normalize),
+                                              mixed_precision=options.mixed_precision), device=device)
+    checkpoints = lambda e: root / e.name / artifacts.SAE_CHECKPOINTS  # noqa: E731
+    resumed = resume and trainer.load_checkpoint(checkpoints)
+    if resumed and log:
+        log("train-resume", step=trainer.step_count, tokens=trainer.tokens)
+    rank, size = world()
+    stream = itertools.islice(iter(batches()), trainer.step_count * size + rank, None, size)
+    max_steps = None
+    if options.max_tokens:
+        max_steps = -(-options.max_tokens // (options.batch_size * size))
+    t0, tokens0 = time.perf_counter(), trainer.tokens
+    say = (lambda m: log("train-progress", message=m)) if log else None
+    trainer.fit(track(stream, total=None if max_steps is None else max_steps - trainer.step_count,
+                      description="train", unit="steps"),
+                max_steps=max_steps, checkpoint=lambda t: t.save_checkpoint(checkpoints),
+                checkpoint_every=options.checkpoint_every, log=say)
+    if trainer.step_count == 0:
+        raise UserError("no training data: the activations (or dataset) yielded no batch")
+    trainer.save_checkpoint(checkpoints)
+    elapsed = time.perf_counter() - t0
+    out: dict[str, dict] = {}
+    if rank != 0:
+        return out
+    saes = trainer.inference_saes()
+    for entry in trainer.entries:
+        save_sae(saes[entry.name], root / entry.name)
+        summary = {"training": {"tokens": trainer.tokens, "steps": trainer.step_count, "seconds": round(elapsed, 3),
+                                "tokens_per_s": round((trainer.tokens - tokens0) / max(elapsed, 1e-9), 1),
+                                "world_size": size, "lr": entry.lr, "resumed": bool(resumed),
+                                "input_scale": entry.input_scale, "last_batch": entry.last,
+                                "dead_window_tokens": options.dead_window_tokens,
+                                "dead_fraction_training": {
+                                    "value": float((entry.tokens_since_fired >= options.dead_window_tokens).float().mean()),
+                                    "definition": f"fraction of latents that did not fire in the last "
+                                                  f"{options.dead_window_tokens} training tokens"}}}
+        if entry.name in dims:
+            out[entry.name] = summary
+        else:
+            write_metrics(root / entry.name, summary)
+    return out
+
+
+def reader_batches(reader, hookpoints: list[str], options: Options, seed: int) -> Iterator[dict]:
+    """Shuffled batches of every hookpoint, epoch after epoch (same seed for every hookpoint)."""
+    for epoch in range(options.epochs):
+        iters = [reader.iter_batches(h, options.batch_size, options.shuffle_buffer, seed + epoch, drop_last=True)
+                 for h in hookpoints]
+        for tensors in zip(*iters):
+            yield dict(zip(hookpoints, tensors))
+
+
+def model_batches(adapter, dataset, hookpoints: list[str], options: Options) -> Iterator[dict]:
+    """Activations straight from the model, regrouped into fixed-size token batches."""
+    import torch
+
+    from lmmsae.stages.collect import stream_activations
+
+    carry: dict[str, Any] = {}
+    for acts, _tokens in stream_activations(adapter, dataset, hookpoints, batch_size=options.model_batch_size):
+        for h in hookpoints:
+            x = torch.as_tensor(acts[h]).float()
+            carry[h] = torch.cat([carry[h], x]) if h in carry else x
+        while carry and carry[hookpoints[0]].shape[0] >= options.batch_size:
+            yield {h: carry[h][: options.batch_size] for h in hookpoints}
+            carry = {h: carry[h][options.batch_size:] for h in hookpoints}
+
+
+def evaluate_saved(folder: Path, hookpoint: str, reader, options: Options) -> dict[str, Any]:
+    """metrics.json's reconstruction metrics for the saved SAE, on the first eval_tokens tokens
+    of activations.h5 (these tokens were also seen in training), per token kind too."""
+    import torch
+
+    from lmmsae.metrics import ReconstructionStats
+    from lmmsae.models.base import TokenKind
+    from lmmsae.saes.io import load_sae
+
+    if reader is None:
+        return {"note": "trained from the model stream; no stored activations to evaluate on"}
+    sae = load_sae(folder)
+    stats = ReconstructionStats(sae.n_latents, kind_names={int(k): k.name.lower() for k in TokenKind})
+    n = min(options.eval_tokens, reader.n_tokens)
+    step = 4096
+    with torch.no_grad():
+        for start in range(0, n, step):
+            x = torch.from_numpy(reader.read(hookpoint, start, min(start + step, n)))
+            kinds = torch.from_numpy(reader.tokens(start, min(start + step, n))["kind"].astype("int64"))
+            z = sae.encode(x)
+            stats.update(x, sae.decode(z), z, kinds)
+    out = stats.results()
+    out["window"] = f"first {n} tokens of {artifacts.ACTIVATIONS} (also used in training)"
+    return out
+
+
+def _dataset(ctx):
+    comp, opts = ctx.component("dataset")
+    return comp.load()(opts)
+
+
+def _splice_metrics(ctx, adapter, folder: Path, hookpoint: str, options: Options, metrics: dict) -> dict[str, Any]:
+    """CE/KL loss recovered with zero and mean ablation, on the first eval_samples samples."""
+    import torch
+
+    from lmmsae.datasets.base import Sample
+    from lmmsae.metrics import ce_kl_recovered
+    from lmmsae.saes.io import load_sae
+
+    if adapter is None:
+        from lmmsae.models import from_context
+
+        adapter = from_context(ctx)
+    dataset = _dataset(ctx)
+    n = min(options.eval_samples, len(dataset))
+    samples = []
+    tokens = options.ce_tokens
+    for i in range(n):
+        s = dataset.sample(i)
+        caption = (s.truth or {}).get("caption")
+        if tokens == "answer" and not caption:
+            tokens = "all"
+        text = f"{s.prompt or '<image>'} {caption}" if caption else s.prompt
+        samples.append(Sample(s.id, s.image, text, s.truth))
+    batches = [adapter.prepare(samples[i:i + options.model_batch_size])
+               for i in range(0, n, options.model_batch_size)]
+    sae = load_sae(folder, device=adapter.device)
+    out = {"samples": n}
+    mean = None
+    evaluation = metrics.get("evaluation") or {}
+    if "n_tokens" in evaluation and evaluation["n_tokens"]:
+        mean = _mean_activation(ctx, hookpoint, options)
+    for ablation in ("zero", "mean"):
+        if ablation == "mean" and mean is None:
+            out["mean"] = {"note": "no stored activations to take the mean from"}
+            continue
+        out[ablation] = ce_kl_recovered(adapter, sae, hookpoint, batches, tokens=tokens, ablation=ablation,
+                                        mean_activation=None if mean is None else torch.as_tensor(mean))
+    return out
+
+
+def _mean_activation(ctx, hookpoint: str, options: Options):
+    from lmmsae.stores.activations import ActivationReader
+
+    with ActivationReader(ctx.run.file(artifacts.ACTIVATIONS)) as reader:
+        n = min(options.eval_tokens, reader.n_tokens)
+        return reader.read(hookpoint, 0, n).astype("float64").mean(0)
+
+
+def write_metrics(folder: Path, metrics: dict[str, Any]) -> None:
+    from lmmsae.atomic import atomic_write_text
+
+    atomic_write_text(Path(folder) / artifacts.SAE_METRICS, json.dumps(metrics, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
