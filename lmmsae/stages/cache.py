@@ -1,0 +1,219 @@
+"""`lmmsae cache`: stream a dataset through model + SAE and record where every latent fires.
+
+Writes `cache/features.h5` (see lmmsae.stores.features): per latent the top images by pooled score with
+per-patch maps of every view, a uniform sample of activating images, a sample of images where it
+never fires, and firing statistics. Memory is bounded by latents x examples x map size; the file is
+checkpointed every `checkpoint_every` images and a rerun with --resume continues from the last
+checkpoint. Under torchrun each rank caches a contiguous shard of the images; rank 0 merges them into
+exactly what one process would write.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lmmsae import artifacts
+from lmmsae.errors import UserError
+
+
+
+@dataclass
+class Options:
+    n_top: int = 32                  # top images kept per latent (explainers see ~5; the rest are held out)
+    n_random: int = 16               # uniform sample of activating images (stratified / random selection, quantiles)
+    n_negatives: int = 16            # uniform sample of images where the latent never fires
+    pooling: str = "base_mean"       # base_mean (the paper: mean over the base view), max, mean (all views)
+    latents: Any = None              # None / "all", "0:5000", [3, 17], "3,17,40:50", or a file of ids
+    batch_size: int = 32
+    n_images: int | None = None      # first n dataset samples (None: all)
+    checkpoint_every: int = 2048     # images between checkpoints
+    hookpoint: str | None = None     # default: the run's first hookpoint
+    sae_path: str | None = None      # an SAE folder (cfg.json + sae.safetensors) instead of the run's sae/
+    prompt: str | None = None        # default: each sample's prompt, else the model's default
+    shard_index: int | None = None   # this process's shard (default: torchrun's RANK)
+    n_shards: int | None = None      # number of shards (default: torchrun's WORLD_SIZE)
+
+
+CLI_PARAMS = [
+    click.Option(["--n-top"], type=int, help="Top images kept per latent (default 32)."),
+    click.Option(["--pooling"], type=click.Choice(["base_mean", "max", "mean"]),
+                 help="How an image's token activations rank it (default base_mean)."),
+    click.Option(["--latents"], help="Latents to cache: all, 0:5000, 3,17,40:50, or a file of ids."),
+    click.Option(["--n-images"], type=int, help="Cache only the first N dataset samples."),
+    click.Option(["--batch-size"], type=int, help="Images per forward pass (default 32)."),
+]
+
+
+def run(ctx) -> None:
+    """Cache the run's SAE features; skip when complete, resume from the last checkpoint when partial."""
+    opts = ctx.stage_options("cache", Options)
+    rel = artifacts.FEATURES
+    if ctx.run.is_complete(rel):
+        ctx.log("cache-skip", reason="complete", path=rel)
+        return
+    rank, world = shard_of(opts)
+    device = ctx.config.device
+    if world > 1 and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    model_comp, model_opts = ctx.component("model")
+    adapter = model_comp.load()(model_opts, device=device, dtype=ctx.config.dtype)
+    hookpoint = adapter.resolve_hookpoints([opts.hookpoint or ctx.config.hookpoints[0]])[0]
+    sae, sae_identity = load_sae_for(ctx, hookpoint, opts.sae_path, device)
+    data_comp, data_opts = ctx.component("dataset")
+    dataset = data_comp.load()(data_opts)
+    attrs = {"hookpoint": hookpoint, "model": adapter.identity(), "sae": sae_identity,
+             "dataset": {"name": ctx.config.dataset.name, **dataset.identity()}}
+    if world == 1:
+        out = ctx.run.file(rel)
+    else:
+        out = ctx.run.file(f"{artifacts.FEATURE_SHARDS_DIR}/features-{rank:03d}-of-{world:03d}.h5")
+    ctx.log("cache-start", hookpoint=hookpoint, shard=rank, shards=world, resume=out.exists())
+    cache_features(adapter, sae, dataset, hookpoint, out, opts, seed=ctx.config.seed, shard=(rank, world),
+                   attrs=attrs)
+    if world == 1:
+        ctx.run.mark_complete(rel)
+    else:
+        ctx.run.mark_complete(str(out.relative_to(ctx.run.path)))
+        merge_shards(ctx, world, rank, torchrun="WORLD_SIZE" in os.environ and opts.n_shards is None)
+    ctx.log("cache-done", path=rel, complete=ctx.run.is_complete(rel))
+
+
+def merge_shards(ctx, world: int, rank: int, torchrun: bool) -> None:
+    """Under torchrun: wait for every rank, rank 0 merges. Shards started by hand: whichever finishes
+    last (all shard markers present) merges."""
+    from lmmsae.stores.features import merge
+
+    rel = artifacts.FEATURES
+    paths = shard_paths(ctx.run.path, world)
+    if torchrun:
+        _barrier()
+    done = all(ctx.run.is_complete(str(p.relative_to(ctx.run.path))) for p in paths)
+    if done and (rank == 0 or not torchrun):
+        merge(paths, ctx.run.file(rel))
+        ctx.run.mark_complete(rel, shards=world)
+    elif not torchrun:
+        ctx.log("cache-shard-done", shard=rank, shards=world, waiting_for="the other shards, then this merges")
+    if torchrun:
+        _barrier()
+
+
+def shard_of(opts: Options) -> tuple[int, int]:
+    world = opts.n_shards if opts.n_shards is not None else int(os.environ.get("WORLD_SIZE", 1))
+    rank = opts.shard_index if opts.shard_index is not None else int(os.environ.get("RANK", 0))
+    if world < 1 or not 0 <= rank < world:
+        raise UserError(f"cache shard {rank} of {world} does not exist: use 0 <= shard_index < n_shards")
+    return rank, world
+
+
+def shard_paths(run_path: Path, world: int) -> list[Path]:
+    return [Path(run_path) / f"{artifacts.FEATURE_SHARDS_DIR}/features-{r:03d}-of-{world:03d}.h5" for r in range(world)]
+
+
+def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Contiguous, balanced sample range of one shard."""
+    return rank * n // world, (rank + 1) * n // world
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+
+
+def load_sae_for(ctx, hookpoint: str, sae_path: str | None, device: str):
+    """The SAE of `hookpoint`: from `sae_path`, else from the run's sae/ folder."""
+    from lmmsae.saes import io
+
+    if sae_path:
+        sae = io.load_sae(sae_path, device=device)
+        return sae, {"path": str(sae_path), "cfg": dict(sae.cfg)}
+    saes = io.load_run_saes(ctx.run.path)
+    if hookpoint not in saes:
+        have = ", ".join(sorted(saes)) or "none"
+        raise UserError(f"no SAE for hookpoint {hookpoint!r} in {ctx.run.path / artifacts.SAE_DIR} (found: {have}): "
+                        f"run `lmmsae train` first, or pass -o cache.sae_path=DIR")
+    sae = saes[hookpoint].to(device)
+    return sae, {"path": str(ctx.run.file(f"{artifacts.SAE_DIR}/{hookpoint}")), "cfg": dict(sae.cfg)}
+
+
+def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, options: Options | None = None,
+                   seed: int = 0, shard: tuple[int, int] = (0, 1), attrs: dict[str, Any] | None = None) -> Path:
+    """Stream `dataset` (this shard's part) through `adapter` and `sae` at `hookpoint` into `out`.
+
+    If `out` holds a checkpoint of the same cache, continue after its last image. Returns `out`."""
+    import torch
+
+    from lmmsae.cache.batches import encode_tokens, image_batch
+    from lmmsae.cache.latents import parse_latents
+    from lmmsae.cache.state import POOLINGS, FeatureCache
+    from lmmsae.progress import track
+    from lmmsae.stores.features import write_cache
+
+    options = options or Options()
+    if options.pooling not in POOLINGS:
+        raise UserError(f"cache.pooling = {options.pooling!r}: use one of {', '.join(POOLINGS)}")
+    if options.batch_size < 1:
+        raise UserError("cache.batch_size must be at least 1")
+    out = Path(out)
+    n = len(dataset) if options.n_images is None else min(int(options.n_images), len(dataset))
+    start, stop = shard_range(n, *shard)
+    n_latents = int(sae.cfg["n_latents"])
+    latent_ids = parse_latents(options.latents, n_latents)
+    device = getattr(adapter, "device", "cpu")
+    attrs = {**(attrs or {}), "hookpoint": hookpoint, "sample_range": [start, stop]}
+    cache = FeatureCache(latent_ids, options.n_top, options.n_random, options.n_negatives, options.pooling,
+                         seed, device=device)
+    if out.exists():
+        cache = _resume(out, cache, attrs, device)
+    subset = None if len(latent_ids) == n_latents else torch.as_tensor(latent_ids, dtype=torch.int64)
+    at = start + cache.stats.n_images
+    since = 0
+    batches = range(at, stop, options.batch_size)
+    with torch.no_grad():
+        for a in track(batches, total=len(batches), description=f"cache {hookpoint}", unit="batches"):
+            indices = list(range(a, min(a + options.batch_size, stop)))
+            samples = [dataset.sample(i) for i in indices]
+            batch = adapter.prepare(samples, options.prompt)
+            acts = adapter.forward(batch, [hookpoint])[hookpoint]
+            pos, token, latent, value = encode_tokens(acts, batch.token_map, sae, subset)
+            cache.add(image_batch(indices, samples, batch.token_map, pos, token, latent, value))
+            since += len(indices)
+            if since >= options.checkpoint_every:
+                write_cache(cache, out, {**attrs, "complete": False}, previous=out)
+                since = 0
+    write_cache(cache, out, {**attrs, "complete": True}, previous=out)
+    return out
+
+
+RESUME_KEYS = ("hookpoint", "model", "sae", "dataset", "sample_range", "pooling", "n_top", "n_random",
+               "n_negatives", "seed")
+
+
+def _resume(out: Path, fresh, attrs: dict[str, Any], device):
+    """The checkpoint at `out`, if it is of the same cache (else a UserError: never mix two caches)."""
+    import json
+
+    import numpy as np
+
+    from lmmsae.stores.features import load_cache
+
+    cache, saved = load_cache(out, device=device)
+    expected = {**attrs, "pooling": fresh.pooling, "n_top": fresh.n_top, "n_random": fresh.n_random,
+                "n_negatives": fresh.n_negatives, "seed": fresh.seed}
+    norm = lambda v: json.loads(json.dumps(v, default=str))  # noqa: E731
+    changed = [k for k in RESUME_KEYS if norm(saved.get(k)) != norm(expected.get(k))]
+    if not np.array_equal(cache.latents.cpu().numpy(), fresh.latents.numpy()):
+        changed.append("latents")
+    if changed:
+        raise UserError(f"{str(out)!r} holds a cache made with other settings ({', '.join(changed)}): "
+                        f"delete it to start over, or use the settings it was made with")
+    return cache

@@ -1,0 +1,128 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lmmsae.cache.layout import MapLayout, ViewGeometry
+from lmmsae.cache.state import FeatureCache, ImageBatch, SampleInfo
+from lmmsae.cache.testing import RandomImages
+from lmmsae.errors import UserError
+from lmmsae.stores.features import SCHEMA_VERSION, FeatureStore, load_cache, merge, write_cache
+
+L = 10
+LAYOUT = MapLayout(((2, 2),))
+
+
+def batches(n_images=40, batch=6, seed=0, start=0):
+    g = torch.Generator().manual_seed(seed)
+    for a in range(start, start + n_images, batch):
+        idx = list(range(a, min(a + batch, start + n_images)))
+        maps = torch.rand(len(idx), 4, L, generator=g)
+        maps[maps < 0.7] = 0
+        infos = [SampleInfo(i, f"random-{i}", 1000 + i - (i % 10 == 9), [ViewGeometry(2, 2, (0, 0, 32, 32))]) for i in idx]
+        yield ImageBatch(infos, maps, LAYOUT)
+
+
+def build(path, n_images=40, start=0, checkpoint=None, **kw):
+    cache = FeatureCache(range(L), n_top=6, n_random=4, n_negatives=3, **kw)
+    for i, b in enumerate(batches(n_images, start=start)):
+        cache.add(b)
+        if checkpoint and i % checkpoint == 0:
+            write_cache(cache, path, {"hookpoint": "h"}, previous=path)
+    write_cache(cache, path, {"hookpoint": "h", "sample_range": [start, start + n_images]}, previous=path)
+    return cache
+
+
+def assert_same_file(a, b):
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        names = []
+        fa.visit(lambda n: names.append(n) if isinstance(fa[n], h5py.Dataset) else None)
+        other = []
+        fb.visit(lambda n: other.append(n) if isinstance(fb[n], h5py.Dataset) else None)
+        assert sorted(names) == sorted(other)
+        for n in names:
+            x, y = fa[n][...], fb[n][...]
+            if x.dtype == np.float64:
+                np.testing.assert_allclose(x, y, rtol=1e-12, err_msg=n)
+            else:
+                assert np.array_equal(x, y), n
+        for key in ("n_images", "layout", "pooling", "n_top", "hookpoint"):
+            assert fa.attrs[key] == fb.attrs[key], key
+
+
+def test_write_load_roundtrip_and_checkpoints_keep_all_samples(tmp_path):
+    path = tmp_path / "f.h5"
+    cache = build(path, checkpoint=2)
+    loaded, attrs = load_cache(path)
+    assert attrs["schema_version"] == SCHEMA_VERSION and attrs["hookpoint"] == "h" and attrs["n_images"] == 40
+    assert torch.equal(loaded.top.index, cache.top.index) and torch.equal(loaded.top.score, cache.top.score)
+    assert torch.equal(loaded.top.sorted_payload("maps"), cache.top.sorted_payload("maps"))
+    assert torch.equal(loaded.random.score, cache.random.score)
+    for k, v in cache.stats.values.items():
+        assert torch.equal(loaded.stats.values[k], v)
+    with h5py.File(path, "r") as f:
+        assert f["samples/index"][...].tolist() == list(range(40))
+        assert f["samples/id"].asstr()[3] == "random-3"
+        assert f["top/maps"].chunks[1:] == (6, 4)  # chunks hold whole latents
+
+
+def test_merge_of_shards_equals_one_file(tmp_path):
+    build(tmp_path / "one.h5", n_images=40)
+    # shards of 18 and 22 images: the batches of a shard differ from the single run's
+    parts = []
+    for name, start, n in (("b.h5", 18, 22), ("a.h5", 0, 18)):
+        cache = FeatureCache(range(L), n_top=6, n_random=4, n_negatives=3)
+        full = list(batches(40))
+        for b in full:
+            keep = [i for i, s in enumerate(b.samples) if start <= s.index < start + n]
+            if keep:
+                cache.add(ImageBatch([b.samples[i] for i in keep], b.maps[keep], LAYOUT))
+        write_cache(cache, tmp_path / name, {"hookpoint": "h", "sample_range": [start, start + n]})
+        parts.append(tmp_path / name)
+    merge(parts, tmp_path / "merged.h5")
+    assert_same_file(tmp_path / "one.h5", tmp_path / "merged.h5")
+    with pytest.raises(UserError, match="share samples"):
+        merge([parts[0], parts[0]], tmp_path / "bad.h5")
+
+
+def test_store_records_stats_and_alive(tmp_path):
+    path = tmp_path / "f.h5"
+    cache = build(path, n_images=40)
+    ds = RandomImages(RandomImages.Options(n=40))
+    store = FeatureStore(path)
+    assert store.latents == list(range(L)) and store.hookpoint == "h" and store.n_images == 40
+    rec = store.record(3, n=3, dataset=ds, n_negatives=2, held_out=2)
+    top = cache.top.index[3].tolist()
+    shown = [e.sample_index for e in rec.examples]
+    # duplicates (every 10th sample repeats the image before it) are skipped
+    expect = []
+    for i in top:
+        if not any(j == i - 1 and i % 10 == 9 for j in expect):
+            expect.append(i)
+    assert shown == expect[:3]
+    assert [e.sample_index for e in rec.held_out] == expect[3:5]
+    ex = rec.examples[0]
+    assert ex.activation == pytest.approx(cache.top.score[3, 0].item())
+    direct = cache.top.sorted_payload("maps")[3, 0].float().numpy().reshape(2, 2)
+    assert np.array_equal(ex.activation_map, direct) and np.array_equal(ex.views["0"], direct)
+    assert ex.image.size == (32, 32) and ex.rendered.size == (32, 32) and ex.truth == {"source": ex.sample_index}
+    assert len(rec.negatives) == 2 and all(n.activation == 0 and not n.activation_map.any() for n in rec.negatives)
+    assert set(n.sample_index for n in rec.negatives) <= set(cache.negatives.index[3].tolist())
+    assert rec.stats["images_active"] == int(cache.stats.values["images_active"][3])
+    assert rec.stats["frequency_images"] == pytest.approx(rec.stats["images_active"] / 40)
+    assert rec.stats["max"] == pytest.approx(cache.top.score[3, 0].item())
+    active = cache.stats.values["images_active"]
+    assert store.alive_latents(min_images=12) == [i for i in range(L) if active[i] >= 12]
+    no_data = store.record(3, n=2, selection="random")
+    assert no_data.examples[0].image is None and no_data.examples[0].rendered is None
+    with pytest.raises(UserError, match="not in"):
+        store.record(99)
+
+
+def test_store_rejects_other_files(tmp_path):
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.attrs["format"] = "something"
+    with pytest.raises(UserError, match="not an lmmsae features file"):
+        FeatureStore(tmp_path / "x.h5")
+    with pytest.raises(UserError, match="does not exist"):
+        FeatureStore(tmp_path / "missing.h5")
