@@ -1,0 +1,1 @@
+"""Explainer plugins: a local LMM through transformers, Claude, and any OpenAI-compatible server."""

@@ -1,0 +1,224 @@
+"""Stage `compare`: several explainers on the same features and examples, scored by the same scorers.
+
+Every explainer sees exactly the same records (same latents, same seeded example choice, same
+rendering) and every scorer scores every explainer's labels the same way. Writes
+`compare/explanations/<id>.jsonl`, `compare/scores/<scorer>/<id>.jsonl`, `compare/summary.json`
+(one row per explainer: explained / failed counts and, per scorer, the mean score and random baseline
+over the features *every* explainer explained, plus over its own) and `compare/index.html`. Answers come from and go to the
+run's response cache, so an explainer already run by `explain` costs nothing here.
+
+    lmmsae compare --resume --name myrun --explainers toy-llava --explainers anthropic
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lmmsae import artifacts
+from lmmsae.errors import UserError
+from lmmsae.stages import explain as explain_stage
+
+
+@dataclass
+class Options(explain_stage.Options):
+    explainers: list[Any] = field(default_factory=list)   # names, or {name, id, ...options} mappings
+    scorers: list[Any] = field(default_factory=list)      # names or {name, ...options}; [] = the run's scorers
+
+
+CLI_PARAMS = [
+    click.Option(["--explainers"], multiple=True, help="Explainer to compare (repeatable; options via the config file)."),
+    click.Option(["--n-features"], type=int, help="How many features (0 = all alive)."),
+    click.Option(["--latents"], type=int, multiple=True, help="Compare on exactly these latents (repeatable)."),
+]
+
+
+@dataclass
+class Entrant:
+    id: str
+    name: str
+    options: dict[str, Any]
+
+
+def entrants(specs: list[Any]) -> list[Entrant]:
+    """Explainer specs -> (id, registered name, options); ids name the output files and must be unique."""
+    out = []
+    for spec in specs:
+        if isinstance(spec, str):
+            out.append(Entrant(spec, spec, {}))
+        elif isinstance(spec, dict) and spec.get("name"):
+            options = {k: v for k, v in spec.items() if k not in ("name", "id")}
+            out.append(Entrant(str(spec.get("id") or spec["name"]), str(spec["name"]), options))
+        else:
+            raise UserError(f"compare.explainers entry {spec!r} must be a name or a mapping with a name")
+    ids = [e.id for e in out]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise UserError(f"compare.explainers has the id {dupes[0]!r} twice: give each entry its own `id`")
+    return out
+
+
+def run(ctx) -> None:
+    from lmmsae import plugins
+    from lmmsae.config import ComponentConfig
+
+    opts = ctx.stage_options("compare", Options)
+    if not opts.explainers:
+        raise UserError("compare needs explainers: --explainers toy-llava --explainers anthropic "
+                        "(or compare.explainers in the config file)")
+    rel = artifacts.COMPARE_SUMMARY
+    if ctx.run.is_complete(rel) and not opts.retry_failed:
+        ctx.log("stage-skip", stage="compare", reason=f"{rel} complete")
+        _print_table(json.loads(ctx.run.file(rel).read_text()))
+        return
+    chosen = entrants(opts.explainers)
+    for e in chosen:  # fail on a typo before any work
+        plugins.get("explainers", e.name).options(e.options)
+    scorer_specs = [ComponentConfig(s, {}) if isinstance(s, str) else ComponentConfig(s["name"], {
+        k: v for k, v in s.items() if k != "name"}) for s in opts.scorers] or list(ctx.config.scorers)
+    scorers = [(spec.name, *ctx.component("scorers", spec)) for spec in scorer_specs]
+    summary = compare(ctx, opts, chosen, scorers)
+    from lmmsae.atomic import atomic_write_text
+
+    atomic_write_text(ctx.run.file(rel), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(ctx.run.file(artifacts.COMPARE_HTML), html_page(summary))
+    ctx.run.mark_complete(rel, explainers=[e.id for e in chosen])
+    _print_table(summary)
+
+
+def compare(ctx, opts: Options, chosen: list[Entrant], scorers: list) -> dict[str, Any]:
+    from lmmsae import plugins
+    from lmmsae.explainers.cache import ResponseCache
+    from lmmsae.explainers.store import read_explanations
+    from lmmsae.scorers.base import ScoringContext, label_of
+    from lmmsae.stages.score import score_explanations, scorer_names, store_records
+    from lmmsae.stores.features import FeatureStore
+
+    features = Path(opts.features) if opts.features else ctx.run.file(artifacts.FEATURES)
+    dataset = explain_stage.load_dataset(ctx)
+    cache = ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)) if opts.cache_responses else None
+    names = scorer_names([name for name, _, _ in scorers])
+    instances = [(n, comp.load()(o)) for n, (_, comp, o) in zip(names, scorers)]
+    rows = []
+    try:
+        with FeatureStore(features) as store:
+            latents = explain_stage.choose_latents(store, opts, ctx.config.seed)
+            hookpoint = store.hookpoint
+            for entrant in chosen:
+                component = plugins.get("explainers", entrant.name)
+                explainer = component.load()(component.options(entrant.options), name=entrant.id, cache=cache)
+                refiner = explain_stage.make_refiner(opts, explainer, cache)
+                out = ctx.run.file(f"{artifacts.COMPARE_DIR}/explanations/{entrant.id}.jsonl")
+                try:
+                    counts = explain_stage.explain_features(store, explainer, out, latents, dataset=dataset, opts=opts,
+                                                            seed=ctx.config.seed, refiner=refiner, log=ctx.log)
+                finally:
+                    explainer.close()
+                current = read_explanations(out)
+                explanations = [current[(store.hookpoint, lat)] for lat in latents if (store.hookpoint, lat) in current]
+                labels = {int(e.latent): label_of(e) for e in explanations if label_of(e)}
+                scoring = ScoringContext(dataset=dataset, seed=ctx.config.seed, device=ctx.config.device,
+                                         dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer)
+                for name, scorer in instances:
+                    path = ctx.run.file(f"{artifacts.COMPARE_DIR}/scores/{name}/{entrant.id}.jsonl")
+                    score_explanations(scorer, name, explanations, store_records(store, scorer, dataset, ctx.config.seed),
+                                       scoring, path)
+                rows.append({"id": entrant.id, "explainer": entrant.name, "options": entrant.options, **counts})
+    finally:
+        if cache is not None:
+            cache.close()
+    return summarize(ctx.run.path, rows, names, latents, hookpoint)
+
+
+def summarize(run_path: Path, rows: list[dict[str, Any]], scorers: list[str], latents: list[int],
+              hookpoint: str) -> dict[str, Any]:
+    """Per explainer and scorer: means over the features all explainers explained, and over its own."""
+    from lmmsae.scorers.store import read_scores
+
+    scores = {(r["id"], s): {lat: rec for (hp, lat), rec in read_scores(
+        Path(run_path) / artifacts.COMPARE_DIR / "scores" / s / f"{r['id']}.jsonl").items()
+        if hp == hookpoint and rec.get("status", "ok") == "ok" and rec.get("score") is not None}
+        for r in rows for s in scorers}
+    for row in rows:
+        row["scores"] = {}
+    for s in scorers:
+        common = set(latents)
+        for row in rows:
+            common &= set(scores[(row["id"], s)])
+        for row in rows:
+            mine = scores[(row["id"], s)]
+            row["scores"][s] = {"all": _stats(list(mine.values())),
+                                "common": _stats([mine[lat] for lat in sorted(common)])}
+    return {"features": len(latents), "hookpoint": hookpoint, "scorers": scorers, "explainers": rows,
+            "definition": "score/baseline: means over scored features; 'common' = features every explainer "
+                          "explained and every scorer scored; beats_baseline = share with score > baseline_mean"}
+
+
+def _stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    if not records:
+        return {"n": 0, "score": None, "baseline": None, "delta": None, "beats_baseline": None}
+    score = [float(r["score"]) for r in records]
+    base = [float(r["baseline_mean"]) for r in records if r.get("baseline_mean") is not None]
+    mean = sum(score) / len(score)
+    mean_base = sum(base) / len(base) if base else None
+    beats = [float(r["score"]) > float(r["baseline_mean"]) for r in records if r.get("baseline_mean") is not None]
+    return {"n": len(score), "score": mean, "score_se": _se(score), "baseline": mean_base,
+            "delta": None if mean_base is None else mean - mean_base,
+            "beats_baseline": sum(beats) / len(beats) if beats else None}
+
+
+def _se(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
+def _cells(summary: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    cells = [row["id"], str(row["ok"]), str(row["failed"])]
+    for s in summary["scorers"]:
+        c = row["scores"][s]["common"]
+        if c["score"] is None:
+            cells.append("-")
+        elif c["baseline"] is None:
+            cells.append(f"{c['score']:.3g}")
+        else:
+            cells.append(f"{c['score']:.3g} ({c['baseline']:.3g})")
+    return cells
+
+
+def html_page(summary: dict[str, Any]) -> str:
+    """compare/index.html: the same table as the terminal's, self-contained."""
+    from html import escape
+
+    head = ["explainer", "explained", "failed", *[f"{s} (baseline)" for s in summary["scorers"]]]
+    rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in _cells(summary, r)) + "</tr>\n"
+                   for r in summary["explainers"])
+    return ("<!doctype html><meta charset='utf-8'><title>lmmsae compare</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:4px 10px;text-align:right}"
+            "td:first-child,th:first-child{text-align:left}</style>"
+            f"<h1>Explainers compared</h1><p>{summary['features']} features of {escape(summary['hookpoint'])}; "
+            f"mean scores (random baseline) over the features every explainer explained.</p>"
+            "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>\n" + rows + "</table>"
+            f"<p>{escape(summary['definition'])}</p>\n")
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"explainers on {summary['features']} features ({summary['hookpoint']}); "
+                        f"scores over features all explained")
+    table.add_column("explainer")
+    table.add_column("explained", justify="right")
+    table.add_column("failed", justify="right")
+    for s in summary["scorers"]:
+        table.add_column(f"{s} (baseline)", justify="right")
+    for row in summary["explainers"]:
+        table.add_row(*_cells(summary, row))
+    Console(stderr=True).print(table)

@@ -1,0 +1,205 @@
+"""Stage `explain`: the run's explainer describes each chosen feature from its top masked images.
+
+Reads `cache/features.h5`, writes `explanations/<explainer>.jsonl` (one Explanation per feature,
+appended as answers arrive; a failed feature is recorded with its reason), a sidecar
+`explanations/<explainer>.json` naming the explainer and its options, and answers in the response
+cache `explanations/responses.sqlite`. A re-run resumes: features already recorded are skipped
+(failed ones too, unless `retry_failed`), and answers already paid for come from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal
+
+import click
+
+from lmmsae import artifacts
+from lmmsae.errors import UserError
+
+
+@dataclass
+class Options:
+    n_features: int = 200               # how many latents to explain (0 = every alive one)
+    order: Literal["first", "random", "frequent"] = "first"   # first = lowest ids (the paper's "first N")
+    latents: list[int] = field(default_factory=list)          # explicit latents (overrides n_features/order)
+    min_images: int = 1                 # alive = fires on at least this many images
+    examples: int = 0                   # examples fetched per feature (0 = the explainer's n_images, else 5)
+    selection: Literal["top", "stratified", "random"] = "top"  # which activating images are shown
+    retry_failed: bool = False          # ask again for features recorded as failed
+    refiner: str = ""                   # "" = no label refining; "self" = the explainer; or an explainer name
+    refiner_options: dict[str, Any] = field(default_factory=dict)
+    label_words: int = 6                # refined labels have at most this many words
+    features: str = ""                  # another features.h5 (default: this run's cache/features.h5)
+    cache_responses: bool = True        # keep every model answer in explanations/responses.sqlite
+
+    def __post_init__(self):
+        if self.n_features < 0 or self.examples < 0 or self.min_images < 0:
+            raise ValueError("explain.n_features, examples and min_images must be >= 0")
+
+
+CLI_PARAMS = [
+    click.Option(["--n-features"], type=int, help="How many features to explain (0 = all alive)."),
+    click.Option(["--latents"], type=int, multiple=True, help="Explain exactly these latents (repeatable)."),
+    click.Option(["--retry-failed"], is_flag=True, help="Ask again for features recorded as failed."),
+    click.Option(["--refiner"], help="Refine explanations into short labels with this explainer ('self' = the same)."),
+]
+
+
+def output_path(explainer_id: str, folder: str = artifacts.EXPLANATIONS_DIR) -> str:
+    return f"{folder}/{explainer_id}.jsonl"
+
+
+def run(ctx) -> None:
+    opts = ctx.stage_options("explain", Options)
+    name = ctx.config.explainer.name
+    rel = output_path(name)
+    features = Path(opts.features) if opts.features else ctx.run.file(artifacts.FEATURES)
+    from lmmsae.explainers.cache import ResponseCache
+    from lmmsae.stores.features import FeatureStore
+
+    with FeatureStore(features) as store:
+        latents = choose_latents(store, opts, ctx.config.seed)
+        if completed(ctx.run, rel, latents) and not opts.retry_failed:
+            ctx.log("stage-skip", stage="explain", reason=f"{rel} complete")
+            return
+        component, explainer_options = ctx.component("explainer")
+        dataset = load_dataset(ctx)
+        cache = ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)) if opts.cache_responses else None
+        explainer = component.load()(explainer_options, name=name, cache=cache)
+        refiner = make_refiner(opts, explainer, cache)
+        try:
+            summary = explain_features(store, explainer, ctx.run.file(rel), latents, dataset=dataset, opts=opts,
+                                       seed=ctx.config.seed, refiner=refiner, log=ctx.log)
+        finally:
+            explainer.close()
+            if cache is not None:
+                cache.close()
+    ctx.run.mark_complete(rel, latents_digest=latents_digest(latents), **summary)
+    ctx.log("explain-done", explainer=name, **{k: v for k, v in summary.items() if k != "reasons"})
+    click.echo(f"explained {summary['ok']} of {summary['features']} features with {name} "
+               f"({summary['failed']} failed){_reasons_line(summary['reasons'])}", err=True)
+
+
+def latents_digest(latents: list[int]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps([int(x) for x in latents]).encode()).hexdigest()[:16]
+
+
+def completed(run, rel: str, latents: list[int]) -> bool:
+    """Complete for exactly these latents (a resumed run asking for other features is not complete)."""
+    if not run.is_complete(rel):
+        return False
+    try:
+        info = json.loads(run.file(rel + artifacts.COMPLETE_SUFFIX).read_text())
+    except ValueError:
+        return False
+    return info.get("latents_digest") == latents_digest(latents)
+
+
+def load_dataset(ctx):
+    """The run's dataset, from which the example images are loaded by sample index."""
+    comp, options = ctx.component("dataset")
+    return comp.load()(options)
+
+
+def make_refiner(opts: Options, explainer, cache):
+    if not opts.refiner:
+        return None
+    if opts.refiner == "self":
+        return explainer
+    from lmmsae import plugins
+
+    component = plugins.get("explainers", opts.refiner)
+    return component.load()(component.options(opts.refiner_options), name=opts.refiner, cache=cache)
+
+
+def choose_latents(store, opts: Options, seed: int) -> list[int]:
+    """The latents to explain: explicit ones, else `n_features` alive ones in the chosen order."""
+    if opts.latents:
+        missing = [lat for lat in opts.latents if lat not in set(store.latents)]
+        if missing:
+            raise UserError(f"latents {missing[:5]} are not in {store.path}; it caches {len(store.latents)} latents")
+        return [int(x) for x in opts.latents]
+    alive = store.alive_latents(opts.min_images)
+    if opts.order == "random":
+        import numpy as np
+
+        alive = [int(x) for x in np.random.default_rng([int(seed), 7]).permutation(alive)]
+    elif opts.order == "frequent":
+        alive = sorted(alive, key=lambda lat: (-store.stats(lat)["images_active"], lat))
+    return alive[: opts.n_features] if opts.n_features else alive
+
+
+def records_for(store, latents: Iterable[int], n: int, selection: str, dataset, render: str, seed: int) -> Iterator:
+    """FeatureRecords read lazily (only as the explainer asks for them: images are not all held at once)."""
+    for latent in latents:
+        yield store.record(latent, n=n, selection=selection, dataset=dataset,
+                           render=None if render == "original" else render, seed=seed)
+
+
+def explain_features(store, explainer, out_path: str | Path, latents: list[int], dataset=None, opts: Options | None = None,
+                     seed: int = 0, refiner=None, log=None) -> dict[str, Any]:
+    """Explain `latents` from `store` into `out_path` (JSONL), resuming; returns counts and failure reasons.
+
+    Plain function of its inputs: usable without a run directory.
+    """
+    from lmmsae.explainers.refine import refine
+    from lmmsae.explainers.store import ExplanationWriter, read_explanations, rewrite
+    from lmmsae.progress import track
+
+    opts = opts or Options()
+    out_path = Path(out_path)
+    hookpoint = store.hookpoint
+    done = {lat for (hp, lat), e in read_explanations(out_path).items()
+            if hp == hookpoint and (e.status == "ok" or not opts.retry_failed)}
+    todo = [lat for lat in latents if lat not in done]
+    n_images = int(getattr(explainer.options, "n_images", 5))
+    render = getattr(explainer.options, "render", "mask")
+    records = records_for(store, todo, opts.examples or n_images, opts.selection, dataset, render, seed)
+    _write_identity(out_path, explainer)
+    if log:
+        log("explain-start", explainer=explainer.name, features=len(latents), todo=len(todo))
+    with ExplanationWriter(out_path) as writer:
+        for explanation in track(explainer.explain(records), total=len(todo), description=f"explain ({explainer.name})",
+                                 unit="features"):
+            writer.write(explanation)
+    if refiner is not None:
+        current = read_explanations(out_path)
+        refined = refine(list(current.values()), refiner, max_words=opts.label_words)
+        if refined != list(current.values()):
+            rewrite(out_path, refined)
+    return summarize(out_path, latents, hookpoint)
+
+
+def summarize(out_path: str | Path, latents: list[int], hookpoint: str) -> dict[str, Any]:
+    from lmmsae.explainers.store import read_explanations
+
+    records = read_explanations(out_path)
+    wanted = [records.get((hookpoint, lat)) for lat in latents]
+    ok = sum(1 for e in wanted if e is not None and e.status == "ok")
+    failed = [e for e in wanted if e is not None and e.status != "ok"]
+    reasons = Counter(_reason_kind(e.reason) for e in failed)
+    return {"features": len(latents), "ok": ok, "failed": len(failed),
+            "missing": sum(1 for e in wanted if e is None), "reasons": dict(reasons.most_common(10))}
+
+
+def _reason_kind(reason: str | None) -> str:
+    return (reason or "unknown").split(":")[0][:80]
+
+
+def _reasons_line(reasons: dict[str, int]) -> str:
+    return "; " + ", ".join(f"{k}: {v}" for k, v in reasons.items()) if reasons else ""
+
+
+def _write_identity(out_path: Path, explainer) -> None:
+    """explanations/<explainer>.json: which component, version and options made the records."""
+    from lmmsae import __version__
+    from lmmsae.atomic import atomic_write_text
+
+    identity = {**explainer.identity(), "lmmsae_version": __version__}
+    atomic_write_text(out_path.with_suffix(".json"), json.dumps(identity, indent=2, default=str) + "\n")

@@ -1,0 +1,162 @@
+"""The explain and compare stages on an oracle features.h5, with an OpenAI-compatible explainer
+served by the local fake server: records, resume, retries of failed features, refining, no key on disk."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "explainers"))
+
+from fake_lmm_server import FakeLMMServer, default_responder  # noqa: E402
+from truth_features import DATASET, write_truth_features  # noqa: E402
+
+from lmmsae import artifacts  # noqa: E402
+
+SECRET = "sk-stage-test-secret-42"
+REL = "explanations/openai-compatible.jsonl"
+
+
+def liar_or_honest(body):
+    answer = default_responder(body)
+    if body["model"] == "liar":
+        return answer.replace("red", "green").replace("blue", "yellow")
+    return answer
+
+
+@pytest.fixture
+def server():
+    s = FakeLMMServer(responder=liar_or_honest).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def make_ctx(tmp_path, server, monkeypatch):
+    monkeypatch.setenv("TEST_KEY", SECRET)
+    from lmmsae.config import resolve
+    from lmmsae.context import RunContext
+    from lmmsae.datasets.shapes import ShapesDataset
+    from lmmsae.rundir import RunDir
+
+    run = RunDir.create(tmp_path / "runs", "r")
+    write_truth_features(run.file(artifacts.FEATURES),
+                         ShapesDataset(ShapesDataset.Options(**{k: v for k, v in DATASET.items() if k != "name"})))
+    run.mark_complete(artifacts.FEATURES)
+    explainer = {"name": "openai-compatible", "model": "honest", "base_url": server.url + "/v1",
+                 "api_key_env": "TEST_KEY", "backoff": 0.01, "concurrency": 2}
+
+    def make(**overrides):
+        config = resolve(overrides=[("dataset", dict(DATASET)), ("explainer", dict(explainer)),
+                                    ("scorers", [{"name": "iou", "baseline_draws": 4}]),
+                                    *[(k, v) for k, v in overrides.items()]])
+        return RunContext(config, run)
+
+    return make
+
+
+def records(path):
+    from lmmsae.explainers.store import read_explanations
+
+    return {lat: e for (_, lat), e in read_explanations(path).items()}
+
+
+def no_secret_anywhere(root: Path):
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_explain_writes_every_feature_resumes_and_never_pays_twice(make_ctx, server):
+    from lmmsae.stages import explain
+
+    ctx = make_ctx(**{"explain.n_features": 0})
+    explain.run(ctx)
+    out = records(ctx.run.file(REL))
+    assert sorted(out) == [0, 1, 2, 3] and all(e.status == "ok" or e.reason for e in out.values())
+    assert out[0].text == "red regions" and out[2].text == "blue regions"  # latents 0/2 fire on red/blue objects
+    assert out[0].meta["n_images"] == 5 and out[0].explainer == "openai-compatible"
+    sent = len(server.log)
+    assert 4 <= sent <= 6 and ctx.run.is_complete(REL)
+    identity = json.loads(ctx.run.file("explanations/openai-compatible.json").read_text())
+    assert identity["options"]["model"] == "honest" and identity["options"]["api_key_env"] == "TEST_KEY"
+
+    # a crash: the completion marker never written, the file cut inside the third record
+    path = ctx.run.file(REL)
+    text = path.read_text().splitlines()
+    path.write_text(text[0] + "\n" + text[1] + "\n" + text[2][:30])
+    ctx.run.file(REL + artifacts.COMPLETE_SUFFIX).unlink()
+    explain.run(ctx)
+    again = records(path)
+    assert sorted(again) == [0, 1, 2, 3] and [again[i].text for i in range(4)] == [out[i].text for i in range(4)]
+    assert len(server.log) == sent  # the re-asked features came from the response cache
+    explain.run(ctx)  # complete: skipped
+    assert len(server.log) == sent
+    no_secret_anywhere(ctx.run.path)
+
+
+def test_failed_features_are_recorded_and_retried_only_when_asked(make_ctx, server):
+    from lmmsae.stages import explain
+
+    server.inject("400")
+    ctx = make_ctx(**{"explain.latents": [0, 2], "explainer.concurrency": 1})
+    explain.run(ctx)
+    out = records(ctx.run.file(REL))
+    assert out[0].status == "failed" and "400" in out[0].reason and out[0].text is None
+    assert SECRET not in out[0].reason  # the server echoed the key back in its error
+    assert out[2].status == "ok"
+    assert json.loads(ctx.run.file(REL + artifacts.COMPLETE_SUFFIX).read_text())["failed"] == 1
+    explain.run(make_ctx(**{"explain.latents": [0, 2], "explainer.concurrency": 1}))
+    assert len(server.log) == 2
+    explain.run(make_ctx(**{"explain.latents": [0, 2], "explainer.concurrency": 1, "explain.retry_failed": True}))
+    assert len(server.log) == 3 and records(ctx.run.file(REL))[0].text == "red regions"
+    no_secret_anywhere(ctx.run.path)
+
+
+def test_refiner_labels_explanations_through_the_same_backend(make_ctx, server):
+    from lmmsae.stages import explain
+
+    ctx = make_ctx(**{"explain.latents": [0, 2], "explain.refiner": "self"})
+    explain.run(ctx)
+    out = records(ctx.run.file(REL))
+    assert [out[i].label for i in (0, 2)] == ["a label", "a label"]
+    refine_prompts = [e["body"]["messages"][-1]["content"] for e in server.log if len(server.log) and
+                      isinstance(e["body"]["messages"][-1]["content"], list) and
+                      not any(p["type"] == "image_url" for p in e["body"]["messages"][-1]["content"])]
+    assert len(refine_prompts) == 2 and "red regions" in json.dumps(refine_prompts)
+
+
+def test_compare_scores_explainers_side_by_side(make_ctx, server):
+    from lmmsae.stages import compare
+
+    base = {"name": "openai-compatible", "base_url": server.url + "/v1", "api_key_env": "TEST_KEY",
+            "backoff": 0.01}
+    ctx = make_ctx(**{"compare.latents": [0, 2],
+                      "compare.explainers": [{**base, "id": "honest", "model": "honest"},
+                                             {**base, "id": "liar", "model": "liar"}]})
+    compare.run(ctx)
+    summary = json.loads(ctx.run.file(artifacts.COMPARE_SUMMARY).read_text())
+    rows = {r["id"]: r for r in summary["explainers"]}
+    assert summary["scorers"] == ["iou"] and summary["features"] == 2
+    assert rows["honest"]["ok"] == rows["liar"]["ok"] == 2
+    honest, liar = rows["honest"]["scores"]["iou"]["common"], rows["liar"]["scores"]["iou"]["common"]
+    assert honest["n"] == liar["n"] == 2
+    assert honest["score"] > 0.3 > liar["score"] and honest["delta"] > liar["delta"]
+    labels = [json.loads(x)["text"] for x in ctx.run.file("compare/explanations/liar.jsonl").read_text().splitlines()]
+    assert sorted(labels) == ["green regions", "yellow regions"]
+    assert len(server.log) == 4
+    page = ctx.run.file(artifacts.COMPARE_HTML).read_text()
+    assert "<td>honest</td><td>2</td><td>0</td>" in page and "<td>liar</td>" in page
+    compare.run(ctx)  # complete: prints the table again, asks nothing
+    assert len(server.log) == 4
+
+
+def test_compare_needs_explainers(make_ctx):
+    from lmmsae.errors import UserError
+    from lmmsae.stages import compare
+
+    with pytest.raises(UserError, match="--explainers"):
+        compare.run(make_ctx())
