@@ -5,4 +5,7 @@ from lmmsae.hookspecs import hookimpl
 
 @hookimpl
 def register_scorers(register):
-    pass
+    register("clip", "lmmsae.scorers.clip:ClipScorer")
+    register("clip-openai", "lmmsae.scorers.clip:ClipScorer", model="ViT-B-32", pretrained="openai")
+    register("iou", "lmmsae.scorers.iou:IoUScorer")
+    register("detection", "lmmsae.scorers.detection:DetectionScorer")

@@ -1,0 +1,160 @@
+"""Detection: a judge model says whether an explanation applies to held-out images (delphi's detection).
+
+The judge is any explainer backend, through `ask(images, prompt) -> str`; the answer is parsed as
+yes/no, so it works with API models that return no log-probabilities. When the judge also has
+`yes_probability(images, prompt) -> float | None`, AUROC is reported too.
+
+Images judged (unmasked, one per request, in a seeded shuffled order):
+* positives: `n_positive` held-out activating examples (the ranks after the `skip_top` the explainer saw);
+* negatives: `n_negatives` images where the latent never fires, from the cache: `negatives="random"`,
+  or "similar" (closest to the shown examples by a CLIP image embedding, `embed_model`). Without cached
+  negatives, random dataset images outside the feature's examples (not checked for activation;
+  their kind is then "random-unchecked").
+
+Score = balanced accuracy. Baseline = the same judge and images with labels of `baseline_draws`
+random other features (balanced accuracy; chance is 0.5).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from lmmsae.errors import UserError
+from lmmsae.records import Explanation, FeatureRecord
+from lmmsae.scorers.base import Scorer, ScoringContext, example_image, label_of, skipped
+from lmmsae.scorers.baselines import image_draws, label_draws, mean_std
+
+DEFAULT_PROMPT = ("Here is a description of a visual feature: \"{label}\". Does this image contain it? "
+                  "Answer with one word: yes or no.")
+_YES = re.compile(r"\b(yes|true)\b", re.I)
+_NO = re.compile(r"\b(no|false)\b", re.I)
+
+
+def parse_yes_no(text: str | None) -> bool | None:
+    """True for yes, False for no, None when the answer says neither (or both)."""
+    if not text:
+        return None
+    yes, no = _YES.search(text), _NO.search(text)
+    if yes and no:
+        return yes.start() < no.start()
+    return True if yes else False if no else None
+
+
+def balanced_accuracy(truth: Sequence[bool], predicted: Sequence[bool]) -> float | None:
+    """(TPR + TNR) / 2; None unless there are both positives and negatives."""
+    y, p = np.asarray(truth, bool), np.asarray(predicted, bool)
+    if y.all() or not y.any():
+        return None
+    return float(((p & y).sum() / y.sum() + (~p & ~y).sum() / (~y).sum()) / 2)
+
+
+def f1(truth: Sequence[bool], predicted: Sequence[bool]) -> float:
+    """2TP / (2TP + FP + FN); 0 when there is nothing to find and nothing found."""
+    y, p = np.asarray(truth, bool), np.asarray(predicted, bool)
+    tp, fp, fn = (p & y).sum(), (p & ~y).sum(), (~p & y).sum()
+    return float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else 0.0
+
+
+def auroc(truth: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """P(score of a positive > score of a negative), ties counting half; None without both classes."""
+    y, s = np.asarray(truth, bool), np.asarray(scores, np.float64)
+    pos, neg = s[y], s[~y]
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+class DetectionScorer(Scorer):
+    @dataclass
+    class Options:
+        judge: str = ""                  # explainer name used as judge; "" = the run's explainer
+        judge_options: dict = field(default_factory=dict)
+        n_positive: int = 5              # held-out activating images
+        n_negatives: int = 5             # images where the latent never fires
+        negatives: Literal["random", "similar"] = "random"
+        skip_top: int = 5                # examples the explainer saw; never judged
+        baseline_draws: int = 1          # random other labels judged on the same images
+        prompt: str = DEFAULT_PROMPT
+        embed_model: str = "toy"         # CLIP for negatives="similar" (see the clip scorer)
+        embed_pretrained: str = ""
+
+    def record_request(self) -> dict[str, Any]:
+        o = self.options
+        request = {"n": o.skip_top, "held_out": o.n_positive, "n_negatives": o.n_negatives,
+                   "negatives": o.negatives, "render": None}
+        if o.negatives == "similar":
+            from lmmsae.scorers.clip import ClipEmbedder
+
+            embedder = ClipEmbedder(o.embed_model, o.embed_pretrained)
+            request["embed"] = embedder.images
+        return request
+
+    def score(self, record: FeatureRecord, explanation: Explanation, ctx: ScoringContext) -> dict[str, Any]:
+        o = self.options
+        label = label_of(explanation)
+        if label is None:
+            return skipped(f"explanation status {explanation.status!r}: {explanation.reason or 'no text'}")
+        items = self._items(record, ctx)
+        if not any(kind == "positive" for kind, _, _ in items):
+            return skipped("no held-out activating examples: cache more examples than the explainer sees")
+        judge, judge_name = self._judge(ctx)
+        result = self._judge_all(judge, label, items)
+        labels = label_draws(ctx.rng(record.latent, "detection-labels"), ctx.labels, record.latent, o.baseline_draws)
+        base = [self._judge_all(judge, other, items)["balanced_accuracy"] for other in labels]
+        base_mean, base_std = mean_std([b for b in base if b is not None])
+        return {
+            "score": result.pop("balanced_accuracy"), **result,
+            "n": len(items), "images": [sid for _, sid, _ in items], "kinds": [k for k, _, _ in items],
+            "model": {"judge": judge_name, **o.judge_options},
+            "baseline_mean": base_mean, "baseline_std": base_std,
+            "baseline": {"kind": "random-labels", "draws": len(labels), "chance": 0.5,
+                         "what": "balanced accuracy of the same judge on the same images with other features' labels"},
+            "status": "ok",
+        }
+
+    def _items(self, record: FeatureRecord, ctx: ScoringContext) -> list[tuple[str, str, Any]]:
+        """(kind, sample id, image) of positives, similar and random negatives, in a seeded order."""
+        o = self.options
+        positives = record.held_out or record.examples[o.skip_top:]
+        items = [("positive", e.sample_id, example_image(e, ctx)) for e in positives[:o.n_positive]]
+        items += [(o.negatives, e.sample_id, example_image(e, ctx)) for e in record.negatives[:o.n_negatives]]
+        if not record.negatives and ctx.dataset is not None and o.n_negatives:
+            used = [e.sample_index for e in (*record.examples, *record.held_out)]
+            rng = ctx.rng(record.latent, "detection")
+            for i in image_draws(rng, len(ctx.dataset), 1, o.n_negatives, exclude=used)[0]:
+                sample = ctx.dataset.sample(i)
+                items.append(("random-unchecked", sample.id, sample.image))
+        order = ctx.rng(record.latent, "detection-order").permutation(len(items))
+        return [items[i] for i in order]
+
+    def _judge(self, ctx: ScoringContext):
+        o = self.options
+        if o.judge:
+            return ctx.explainer(o.judge, o.judge_options), o.judge
+        if ctx.judge is None:
+            raise UserError("detection scorer: no judge; set -o scorers.N.judge=<explainer name>")
+        if hasattr(ctx.judge, "ask"):
+            return ctx.judge, getattr(ctx.judge, "name", type(ctx.judge).__name__)
+        return ctx.explainer(ctx.judge.name, {**ctx.judge.options, **o.judge_options}), ctx.judge.name
+
+    def _judge_all(self, judge, label: str, items) -> dict[str, Any]:
+        prompt = self.options.prompt.format(label=label)
+        truth = [kind == "positive" for kind, _, _ in items]
+        answers = judge.ask_many([([image], prompt) for _, _, image in items])
+        parsed = [parse_yes_no(a) for a in answers]
+        predicted = [bool(p) for p in parsed]
+        probability = getattr(judge, "yes_probability", None)
+        probs = [probability([image], prompt) for _, _, image in items] if probability else None
+        return {
+            "balanced_accuracy": balanced_accuracy(truth, predicted),
+            "f1": f1(truth, predicted),
+            "auroc": auroc(truth, probs) if probs and all(p is not None for p in probs) else None,
+            "unparsed": sum(p is None for p in parsed),
+            "answers": answers,
+        }

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from truth_features import RIGHT, make_run
+
+from lmmsae import artifacts
+
+
+@pytest.fixture
+def scored(tmp_path):
+    from lmmsae.stages import score
+
+    ctx = make_run(tmp_path, [{"name": "iou", "baseline_draws": 6}])
+    score.run(ctx)
+    metrics = ctx.run.file("sae/layers.2/metrics.json")
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"fvu": 0.125, "l0": 8.0, "dead_fraction": 0.25, "tokens": 1000}))
+    return ctx
+
+
+def test_report_summary_holds_sae_metrics_and_each_score_beside_its_baseline(scored, capsys):
+    from lmmsae.stages import report
+
+    report.run(scored)
+    summary = json.loads(scored.run.file(artifacts.SUMMARY).read_text())
+    assert summary["sae"] == {"layers.2": {"fvu": 0.125, "l0": 8.0, "dead_fraction": 0.25, "tokens": 1000}}
+    right, wrong = summary["scores"]["iou"]["right"], summary["scores"]["iou"]["wrong"]
+    assert right["all"]["n"] == 4 and right["all"]["skipped"] == 1
+    assert right["all"]["mean"] > right["all"]["baseline_mean"] + 0.1
+    assert right["all"]["mean"] > wrong["all"]["mean"] + 0.1
+    assert right["all"]["ci"][0] <= right["all"]["mean"] <= right["all"]["ci"][1]
+    assert set(right["by_category"]) == {"colour", "shape", "position"}
+    assert right["by_category"]["colour"]["n"] == 2
+    assert summary["table"]["rows"][0][:4] == ["iou", "right", "all", "4"]
+    out = capsys.readouterr().out
+    assert "SAE layers.2: fvu=0.125" in out and "random baseline" in out
+
+    html = scored.run.file(artifacts.REPORT_HTML).read_text()
+    assert html.count("data:image/png;base64,") == 2 * 4 * 5   # 2 explainers x 4 features x 5 images
+    assert RIGHT[0] in html and "fvu" in html
+    assert scored.run.is_complete(artifacts.SUMMARY)
+
+
+def test_report_is_rebuilt_when_scores_change_and_reused_otherwise(scored):
+    from lmmsae.stages import report
+
+    report.run(scored)
+    path = scored.run.file(artifacts.SUMMARY)
+    first = path.stat().st_mtime_ns
+    report.run(scored)
+    assert path.stat().st_mtime_ns == first
+    scores = scored.run.file("scores/iou/wrong.jsonl")
+    scores.write_text("\n".join(scores.read_text().splitlines()[:2]) + "\n")
+    report.run(scored)
+    summary = json.loads(path.read_text())
+    assert summary["scores"]["iou"]["wrong"]["all"]["n"] == 2
