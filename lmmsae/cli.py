@@ -15,6 +15,8 @@ COMMANDS = {
     "run": ("lmmsae.commands.run:run", "Run the whole loop: collect, train, cache, explain, score, report."),
     "plugins": ("lmmsae.commands.plugins:plugins", "List installed plugins and the components they register."),
     "models": ("lmmsae.commands.models:models", "List model adapters, or one model's hookpoints."),
+    "attribute": ("lmmsae.commands.attribute:attribute", "Rank the SAE features behind an answer (logit-difference attribution)."),
+    "hallucination": ("lmmsae.commands.hallucination:hallucination", "POPE / CHAIR object-hallucination rates, with and without steering."),
     **{stage: (f"lmmsae.commands.stage:{stage}", text) for stage, text in STAGE_HELP.items()},
 }
 

@@ -33,8 +33,13 @@ class RunContext:
         """Check every component's and stage's options up front, so a typo fails before hours of work."""
         import importlib
 
+        from lmmsae import plugins
         from lmmsae.config import STAGES
 
+        for section in COMPONENT_SECTIONS:  # names first: a typo must not wait for torch to import
+            plugins.get(COMPONENT_SECTIONS[section], getattr(self.config, section).name)
+        for spec in self.config.scorers:
+            plugins.get("scorers", spec.name)
         for section in COMPONENT_SECTIONS:
             self.component(section)
         for spec in self.config.scorers:

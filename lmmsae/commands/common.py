@@ -36,8 +36,13 @@ def config_options(fn):
     return fn
 
 
-def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] = ()):
-    """Resolve the config (defaults < file < flags < overrides), open or create the run dir, save both."""
+def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] = (), stage: str | None = None):
+    """Resolve the config (defaults < file < flags < overrides), open or create the run dir, save both.
+
+    On --resume the config must match the saved one, except the section of the `stage` being run:
+    running a stage again with new settings (steer other features, compare more explainers) is how
+    a finished run is extended; the change is saved and logged.
+    """
     from lmmsae import config as cfg
     from lmmsae.context import RunContext
     from lmmsae.rundir import RunDir
@@ -55,13 +60,16 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
         run = RunDir.open(out, name)
         saved = run.saved_config()
         config = cfg.resolve(base=cfg.resolve(base=None, file=saved).to_dict(), file=file, flags=flags, overrides=overrides)
-        changed = _diff(saved, config.to_dict())
+        changed = [k for k in _diff(saved, config.to_dict()) if stage is None or not k.startswith(f"{stage}.")]
         if changed:
             raise UserError(f"--resume with a different config ({', '.join(changed)}): "
                             f"drop those settings, or start a new run with another --name")
         ctx = RunContext(config, run)
         ctx.validate()
-        run.log("resume")
+        if config.to_dict() != saved:
+            run.write_config(config)
+            run.log("config-changed", stage=stage, section=config.to_dict().get(stage))
+        run.log("resume", stage=stage)
     else:
         config = cfg.resolve(file=file, flags={**flags, "out": params.get("out"), "name": params.get("name")},
                              overrides=overrides)

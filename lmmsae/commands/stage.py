@@ -16,12 +16,12 @@ def command(stage: str) -> click.Command:
     def callback(**values):
         module = stage_module(stage)
         names = [p.name for p in params]
-        ctx = make_context(values, extra_overrides(stage, values, names))
+        ctx = make_context(values, extra_overrides(stage, values, names), stage=stage)
         module.run(ctx)
         ctx.run.log("stage-done", stage=stage)
         echo_done(ctx)
 
-    cmd = click.Command(stage, callback=config_options(callback), help=HELP[stage])
+    cmd = click.command(stage, help=HELP[stage])(config_options(callback))
     cmd.params.extend(params)
     return cmd
 
