@@ -180,5 +180,5 @@ def test_toy_llava():
     assert tm.grids[0] == [(8, 8)] and (tm.kind[0] == TokenKind.IMAGE).sum() == 64
     assert tm.box[0][tm.kind[0] == TokenKind.IMAGE][-1].tolist() == [84.0, 84.0, 96.0, 96.0]
     assert adapter.resolve_hookpoints(["layers.2"]) == ["model.language_model.layers.2"]
-    captions = adapter.generate(batch, max_new_tokens=20)
-    assert sum(c == ds.sample(i).truth["caption"] for i, c in enumerate(captions)) >= 2
+    captions = adapter.generate(batch, max_new_tokens=40)
+    assert sum(c == ds.sample(i).truth["caption"] for i, c in enumerate(captions)) >= 3
