@@ -73,3 +73,7 @@ def cli():
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":  # torchrun -m lmmsae.cli (python -m lmmsae works too)
+    main()

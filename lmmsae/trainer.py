@@ -2,9 +2,10 @@
 
 `Trainer.step(batch)` takes `{hookpoint: Tensor[N, d]}` and updates every SAE registered for
 those hookpoints (different architectures or hyperparameters share one pass over the data).
-Under torch.distributed (torchrun) each rank feeds its own batches; the variance denominator,
-gradients (summed, so the result equals one process on the concatenated batch), firing counts
-and thresholds are all-reduced, and rank 0 writes checkpoints.
+Under torch.distributed (torchrun; `init_distributed` joins the group) each rank feeds its own
+share of every batch; the first batch (for b_dec and the input scale), the variance denominator,
+gradients (summed, so the result equals one process on the concatenated batch), firing counts,
+thresholds and the logged loss terms are all-reduced, and rank 0 writes checkpoints.
 
 Checkpoints hold tensors in safetensors and scalars in JSON (no pickle):
   <dir>/step-<n>/{sae.safetensors, cfg.json, trainer.safetensors, state.json}, <dir>/latest.json
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,6 +74,45 @@ def world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
 
 
+_OWN_GROUP = False
+
+
+def init_distributed(device: str = "cpu") -> str:
+    """Under torchrun (WORLD_SIZE > 1 in the environment) join the process group, unless one is
+    already initialised: gloo for a CPU device, nccl for CUDA. Returns this rank's device
+    ("cuda" becomes cuda:<LOCAL_RANK>). A no-op returning `device` for a single process."""
+    global _OWN_GROUP
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return device
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise UserError("WORLD_SIZE > 1 but this torch build has no torch.distributed: run one process")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        _OWN_GROUP = True
+    return str(dev)
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group if `init_distributed` created it."""
+    global _OWN_GROUP
+    dist = _dist()
+    if _OWN_GROUP and dist:
+        dist.destroy_process_group()
+    _OWN_GROUP = False
+
+
+def shard(batch: dict[str, Tensor], rank: int, size: int) -> dict[str, Tensor]:
+    """Rank `rank`'s contiguous share of a global batch (shares differ by at most one row)."""
+    return {h: torch.tensor_split(x, size)[rank] for h, x in batch.items()}
+
+
 class Trainer:
     def __init__(self, entries: list[Entry], options: TrainerOptions | None = None,
                  device: str | torch.device = "cpu"):
@@ -122,12 +163,15 @@ class Trainer:
 
     def _initialise(self, entry: Entry, x: Tensor) -> None:
         """b_dec from the first batch (geometric median by default), input scale if asked;
-        computed on rank 0 and broadcast so every rank starts identical."""
+        computed on rank 0 from the whole global batch (gathered from every rank) and broadcast,
+        so every rank starts identical, and as one process on the concatenated batch would."""
         sae = entry.sae
+        dist = _dist()
+        if dist:
+            x = _all_gather_rows(x, dist)
         if self.options.normalize_inputs:
             entry.input_scale = expected_norm_scale(x)
         init_b_dec(sae, x * entry.input_scale)
-        dist = _dist()
         if dist:
             scale = torch.tensor([entry.input_scale], dtype=torch.float64, device=self.device)
             dist.broadcast(scale, 0)
@@ -164,9 +208,16 @@ class Trainer:
                 t.div_(dist.get_world_size())
         entry.tokens_since_fired += n_global
         entry.tokens_since_fired[fired > 0] = 0
-        stats = {k: float(v) for k, v in result.terms.items()}
-        stats["loss"] = float(result.loss.detach())
-        stats["l0"] = float(result.l0)
+        terms = {k: result.terms[k].detach().double().reshape(()) for k in sorted(result.terms)}
+        terms["loss"] = result.loss.detach().double().reshape(())
+        l0 = result.l0.detach().double().reshape(())
+        if dist:  # loss terms are sums over this rank's tokens over global denominators: add them up
+            packed = torch.stack([*terms.values(), l0 * x.shape[0] if x.shape[0] else torch.zeros_like(l0)])
+            dist.all_reduce(packed)
+            terms = dict(zip(terms, packed[:-1]))
+            l0 = packed[-1] / n_global
+        stats = {k: float(v) for k, v in terms.items()}
+        stats["l0"] = float(l0)
         stats["dead_fraction"] = float(dead.float().mean())
         entry.last = stats
         return stats
@@ -309,6 +360,19 @@ def _global_variance(x: Tensor) -> tuple[Tensor, int]:
     n = packed[-1]
     variance = packed[d] - packed[:d].pow(2).sum() / n
     return variance.to(x.dtype), int(n)
+
+
+def _all_gather_rows(x: Tensor, dist) -> Tensor:
+    """Every rank's rows, concatenated in rank order (shares may differ in length)."""
+    n = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
+    sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, n)
+    sizes = [int(s) for s in sizes]
+    padded = torch.zeros((max(sizes), *x.shape[1:]), dtype=x.dtype, device=x.device)
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:k] for p, k in zip(parts, sizes)])
 
 
 def _all_reduce_grads(sae: SAE, dist) -> None:

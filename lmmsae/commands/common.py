@@ -42,7 +42,12 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
     On --resume the config must match the saved one, except the section of the `stage` being run:
     running a stage again with new settings (steer other features, compare more explainers) is how
     a finished run is extended; the change is saved and logged.
+
+    Under torchrun (WORLD_SIZE > 1) every rank opens the same existing run (--resume), and only
+    rank 0 saves the config and logs.
     """
+    import os
+
     from lmmsae import config as cfg
     from lmmsae.context import RunContext
     from lmmsae.rundir import RunDir
@@ -56,6 +61,12 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
     out = params.get("out") or (file or {}).get("out") or cfg.DEFAULTS["out"]
     name = params.get("name") or (file or {}).get("name")
 
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    leader = os.environ.get("RANK", "0") in ("", "0")
+    if world_size > 1 and not params.get("resume"):
+        raise UserError(f"under torchrun every rank must open the same existing run: create it first (e.g. "
+                        f"`lmmsae collect --name myrun`), then `torchrun --nproc-per-node {world_size} -m lmmsae "
+                        f"{stage or 'train'} --resume --name myrun`")
     if params.get("resume"):
         run = RunDir.open(out, name)
         saved = run.saved_config()
@@ -66,10 +77,11 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
                             f"drop those settings, or start a new run with another --name")
         ctx = RunContext(config, run)
         ctx.validate()
-        if config.to_dict() != saved:
+        if config.to_dict() != saved and leader:
             run.write_config(config)
             run.log("config-changed", stage=stage, section=config.to_dict().get(stage))
-        run.log("resume", stage=stage)
+        if leader:
+            run.log("resume", stage=stage)
     else:
         config = cfg.resolve(file=file, flags={**flags, "out": params.get("out"), "name": params.get("name")},
                              overrides=overrides)

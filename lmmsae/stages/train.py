@@ -4,8 +4,9 @@ Writes, per hookpoint, `sae/<hookpoint>/{cfg.json, sae.safetensors}` (sparsify l
 `sae/<hookpoint>/metrics.json` (each value with its definition) and checkpoints under
 `sae/<hookpoint>/checkpoints/`; `train.variants` adds SAEs with other architectures or
 hyperparameters trained on the same batches, saved under `sae/variants/<name>/<hookpoint>/`.
-Interrupted training resumes from the latest checkpoint. Under `torchrun` every rank trains on
-its share of the batches (gradients all-reduced); rank 0 writes.
+Interrupted training resumes from the latest checkpoint. Under `torchrun` (on an existing run,
+`--resume`) the stage joins the process group, every rank trains on its share of each batch
+(gradients all-reduced) and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from lmmsae.errors import UserError
 @dataclass
 class Options:
     source: str = "auto"              # activations (collect/activations.h5), model (stream, store nothing), auto
-    batch_size: int = 1024            # tokens per step (per rank under torchrun)
+    batch_size: int = 1024            # tokens per step (all ranks together under torchrun)
     epochs: int = 1                   # passes over activations.h5
     max_tokens: int | None = None     # stop after this many tokens (all ranks together)
     shuffle_buffer: int = 65536       # rows shuffled together when reading activations.h5
@@ -62,6 +63,16 @@ def run(ctx) -> None:
         raise UserError(f"train.source={opts.source!r}: use auto, activations or model")
     if opts.ce_tokens not in ("answer", "all"):
         raise UserError(f"train.ce_tokens={opts.ce_tokens!r}: use answer or all")
+    from lmmsae.trainer import init_distributed, shutdown_distributed, world
+
+    device = init_distributed(ctx.config.device)  # under torchrun: join the group (gloo / nccl)
+    try:
+        _run(ctx, opts, device, *world())
+    finally:
+        shutdown_distributed()
+
+
+def _run(ctx, opts: Options, device: str, rank: int, size: int) -> None:
     comp, sae_options = ctx.component("sae")
     use_activations = opts.source == "activations" or (
         opts.source == "auto" and ctx.run.is_complete(artifacts.ACTIVATIONS))
@@ -73,27 +84,26 @@ def run(ctx) -> None:
         hookpoints = [reader._name(h) for h in ctx.config.hookpoints]
         dims = {h: reader.d_in(h) for h in hookpoints}
     else:
-        from lmmsae.models import from_context
-
-        adapter = from_context(ctx)
+        model, model_options = ctx.component("model")
+        adapter = model.load()(model_options, device=device, dtype=ctx.config.dtype)
         hookpoints = adapter.resolve_hookpoints(ctx.config.hookpoints)
         dims = {h: adapter.d_model(h) for h in hookpoints}
+    log = ctx.log if rank == 0 else _quiet  # rank 0 writes the run's events and files
     if all(ctx.run.is_complete(f"{artifacts.SAE_DIR}/{h}") for h in hookpoints):
-        ctx.log("train-skip", reason="complete")
+        log("train-skip", reason="complete")
         return
     specs = sae_specs(ctx.config.sae.name, sae_options, opts.variants)
     root = ctx.run.file(artifacts.SAE_DIR)
-    ctx.log("train-start", hookpoints=hookpoints, saes=[s.name for s in specs], source="activations" if reader else "model")
+    log("train-start", hookpoints=hookpoints, saes=[s.name for s in specs],
+        source="activations" if reader else "model", world_size=size)
     seed = ctx.config.seed
-    if reader is not None:
+    if reader is not None:  # every rank reads the same global batches and trains on its share
         batches = lambda: reader_batches(reader, hookpoints, opts, seed)  # noqa: E731
-    else:
+    else:  # every rank runs the model on its own samples
         dataset = _dataset(ctx)
-        batches = lambda: model_batches(adapter, dataset, hookpoints, opts)  # noqa: E731
-    result = train(batches, dims, specs, root, opts, device=ctx.config.device, log=ctx.log)
-    from lmmsae.trainer import world
-
-    if world()[0] != 0:
+        batches = lambda: model_batches(adapter, dataset, hookpoints, opts, rank, size)  # noqa: E731
+    result = train(batches, dims, specs, root, opts, device=device, log=log, per_rank=reader is None)
+    if rank != 0:
         return
     for hookpoint in hookpoints:
         metrics = result[hookpoint]
@@ -103,6 +113,21 @@ def run(ctx) -> None:
         write_metrics(root / hookpoint, metrics)
         ctx.run.mark_complete(f"{artifacts.SAE_DIR}/{hookpoint}", tokens=metrics["training"]["tokens"])
     ctx.log("train-done", hookpoints=hookpoints)
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0: rank 0 writes the run's events."""
+
+
+class _NullStream:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
 
 
 @dataclass
@@ -135,9 +160,14 @@ def sae_specs(architecture: str, options: Any, variants: list[dict]) -> list[SAE
 
 def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: list[SAESpec], root: Path,
           options: Options, device: str = "cpu", log: Callable[..., None] | None = None,
-          resume: bool = True) -> dict[str, dict]:
+          resume: bool = True, per_rank: bool = False) -> dict[str, dict]:
     """Train every spec on every hookpoint in one pass over `batches()`; save the SAEs under
-    root/[folder]<hookpoint>/ and return training summaries per hookpoint (main SAE)."""
+    root/[folder]<hookpoint>/ and return training summaries per hookpoint (main SAE).
+
+    Under torch.distributed `batches()` yields the global batches (every rank the same ones, of
+    `batch_size` tokens) and each rank trains on its contiguous share, so the result equals one
+    process; with `per_rank`, `batches()` already yields this rank's share (its own data). Either
+    way training stops, on every rank, when any rank's batches end."""
     from lmmsae import plugins
     from lmmsae.progress import track
     from lmmsae.saes.io import save_sae
@@ -162,14 +192,20 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
     if resumed and log:
         log("train-resume", step=trainer.step_count, tokens=trainer.tokens)
     rank, size = world()
-    stream = itertools.islice(iter(batches()), trainer.step_count * size + rank, None, size)
+    stream = itertools.islice(iter(batches()), trainer.step_count, None)
+    if size > 1:
+        from lmmsae.trainer import shard
+
+        if not per_rank:
+            stream = (shard(b, rank, size) for b in stream)
+        stream = _while_every_rank_has_data(stream, trainer.device)
     max_steps = None
     if options.max_tokens:
-        max_steps = -(-options.max_tokens // (options.batch_size * size))
+        max_steps = -(-options.max_tokens // options.batch_size)
     t0, tokens0 = time.perf_counter(), trainer.tokens
     say = (lambda m: log("train-progress", message=m)) if log else None
     trainer.fit(track(stream, total=None if max_steps is None else max_steps - trainer.step_count,
-                      description="train", unit="steps"),
+                      description="train", unit="steps", stream=None if rank == 0 else _NullStream()),
                 max_steps=max_steps, checkpoint=lambda t: t.save_checkpoint(checkpoints),
                 checkpoint_every=options.checkpoint_every, log=say)
     if trainer.step_count == 0:
@@ -198,6 +234,19 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
     return out
 
 
+def _while_every_rank_has_data(stream: Iterable[dict], device) -> Iterator[dict]:
+    """Yield batches while every rank still has one (each step is a collective: no rank may stop alone)."""
+    import torch
+    import torch.distributed as dist
+
+    for batch in itertools.chain(stream, [None]):
+        flag = torch.tensor([0 if batch is None else 1], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if not int(flag):
+            return
+        yield batch
+
+
 def reader_batches(reader, hookpoints: list[str], options: Options, seed: int) -> Iterator[dict]:
     """Shuffled batches of every hookpoint, epoch after epoch (same seed for every hookpoint)."""
     for epoch in range(options.epochs):
@@ -207,20 +256,34 @@ def reader_batches(reader, hookpoints: list[str], options: Options, seed: int) -
             yield dict(zip(hookpoints, tensors))
 
 
-def model_batches(adapter, dataset, hookpoints: list[str], options: Options) -> Iterator[dict]:
-    """Activations straight from the model, regrouped into fixed-size token batches."""
+def model_batches(adapter, dataset, hookpoints: list[str], options: Options, rank: int = 0,
+                  world_size: int = 1) -> Iterator[dict]:
+    """Activations straight from the model, regrouped into fixed-size token batches.
+
+    With world_size > 1, rank r runs the model on every world_size-th group of `model_batch_size`
+    samples (starting with group r) and yields its share of each step's `batch_size` tokens."""
     import torch
 
     from lmmsae.stages.collect import stream_activations
 
+    size = len(range(rank, options.batch_size, world_size)) if world_size > 1 else options.batch_size
+    if size == 0:
+        raise UserError(f"train.batch_size={options.batch_size} is smaller than the {world_size} ranks")
+    if world_size > 1:
+        step = options.model_batch_size
+        chunks = (chunk for start in range(rank * step, len(dataset), world_size * step)
+                  for chunk in stream_activations(adapter, dataset, hookpoints, batch_size=step, start=start,
+                                                  stop=start + step))
+    else:
+        chunks = stream_activations(adapter, dataset, hookpoints, batch_size=options.model_batch_size)
     carry: dict[str, Any] = {}
-    for acts, _tokens in stream_activations(adapter, dataset, hookpoints, batch_size=options.model_batch_size):
+    for acts, _tokens in chunks:
         for h in hookpoints:
             x = torch.as_tensor(acts[h]).float()
             carry[h] = torch.cat([carry[h], x]) if h in carry else x
-        while carry and carry[hookpoints[0]].shape[0] >= options.batch_size:
-            yield {h: carry[h][: options.batch_size] for h in hookpoints}
-            carry = {h: carry[h][options.batch_size:] for h in hookpoints}
+        while carry and carry[hookpoints[0]].shape[0] >= size:
+            yield {h: carry[h][:size] for h in hookpoints}
+            carry = {h: carry[h][size:] for h in hookpoints}
 
 
 def evaluate_saved(folder: Path, hookpoint: str, reader, options: Options) -> dict[str, Any]:
