@@ -5,7 +5,9 @@ rendering) and every scorer scores every explainer's labels the same way. Writes
 `compare/explanations/<id>.jsonl`, `compare/scores/<scorer>/<id>.jsonl`, `compare/summary.json`
 (one row per explainer: explained / failed counts and, per scorer, the mean score and random baseline
 over the features *every* explainer explained, plus over its own) and `compare/index.html`. Answers come from and go to the
-run's response cache, so an explainer already run by `explain` costs nothing here.
+run's response cache, so an explainer already run by `explain` costs nothing here. A re-run with
+more explainers or scorers runs only the explainers and (scorer, explainer) pairs not yet complete
+for the same features, then re-summarises; `cache/features.h5` must be complete.
 
     lmmsae compare --resume --name myrun --explainers toy-llava --explainers anthropic
 """
@@ -66,32 +68,59 @@ def entrants(specs: list[Any]) -> list[Entrant]:
 def run(ctx) -> None:
     from lmmsae import plugins
     from lmmsae.config import ComponentConfig
+    from lmmsae.stores.features import FeatureStore
 
     opts = ctx.stage_options("compare", Options)
     if not opts.explainers:
         raise UserError("compare needs explainers: --explainers toy-llava --explainers anthropic "
                         "(or compare.explainers in the config file)")
-    rel = artifacts.COMPARE_SUMMARY
-    if ctx.run.is_complete(rel) and not opts.retry_failed:
-        ctx.log("stage-skip", stage="compare", reason=f"{rel} complete")
-        _print_table(json.loads(ctx.run.file(rel).read_text()))
-        return
     chosen = entrants(opts.explainers)
     for e in chosen:  # fail on a typo before any work
         plugins.get("explainers", e.name).options(e.options)
     scorer_specs = [ComponentConfig(s, {}) if isinstance(s, str) else ComponentConfig(s["name"], {
         k: v for k, v in s.items() if k != "name"}) for s in opts.scorers] or list(ctx.config.scorers)
     scorers = [(spec.name, *ctx.component("scorers", spec)) for spec in scorer_specs]
+    with FeatureStore(explain_stage.features_path(ctx, opts.features)) as store:
+        latents = explain_stage.choose_latents(store, opts, ctx.config.seed)
+        request = request_digest(chosen, scorer_specs, latents, store.hookpoint, opts.refiner)
+    rel = artifacts.COMPARE_SUMMARY
+    if _marker(ctx.run, rel).get("request") == request and not opts.retry_failed:
+        ctx.log("stage-skip", stage="compare", reason=f"{rel} complete")
+        _print_table(json.loads(ctx.run.file(rel).read_text()))
+        return
     summary = compare(ctx, opts, chosen, scorers)
     from lmmsae.atomic import atomic_write_text
 
     atomic_write_text(ctx.run.file(rel), json.dumps(summary, indent=2) + "\n")
     atomic_write_text(ctx.run.file(artifacts.COMPARE_HTML), html_page(summary))
-    ctx.run.mark_complete(rel, explainers=[e.id for e in chosen])
+    ctx.run.mark_complete(rel, explainers=[e.id for e in chosen], scorers=summary["scorers"], request=request)
     _print_table(summary)
 
 
+def request_digest(chosen: list[Entrant], scorer_specs: list, latents: list[int], hookpoint: str,
+                   refiner: str = "") -> str:
+    """What compare/summary.json answers: explainers, scorers, features and refiner. A resumed
+    compare asking anything else (e.g. one more explainer) runs what is missing and re-summarises."""
+    import hashlib
+
+    request = {"explainers": [[e.id, e.name, e.options] for e in chosen],
+               "scorers": [[s.name, s.options] for s in scorer_specs], "hookpoint": hookpoint,
+               "latents": explain_stage.latents_digest(latents), "refiner": refiner or ""}
+    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _marker(run, rel: str) -> dict[str, Any]:
+    if not run.is_complete(rel):
+        return {}
+    try:
+        return json.loads(run.file(rel + artifacts.COMPLETE_SUFFIX).read_text())
+    except ValueError:
+        return {}
+
+
 def compare(ctx, opts: Options, chosen: list[Entrant], scorers: list) -> dict[str, Any]:
+    """Explain and score with every entrant, skipping each explainer and (scorer, explainer) pair
+    already complete for these features; returns the summary over all of them."""
     from lmmsae import plugins
     from lmmsae.explainers.cache import ResponseCache
     from lmmsae.explainers.store import read_explanations
@@ -99,7 +128,7 @@ def compare(ctx, opts: Options, chosen: list[Entrant], scorers: list) -> dict[st
     from lmmsae.stages.score import score_explanations, scorer_names, store_records
     from lmmsae.stores.features import FeatureStore
 
-    features = Path(opts.features) if opts.features else ctx.run.file(artifacts.FEATURES)
+    features = explain_stage.features_path(ctx, opts.features)
     dataset = explain_stage.load_dataset(ctx)
     cache = ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)) if opts.cache_responses else None
     names = scorer_names([name for name, _, _ in scorers])
@@ -109,25 +138,42 @@ def compare(ctx, opts: Options, chosen: list[Entrant], scorers: list) -> dict[st
         with FeatureStore(features) as store:
             latents = explain_stage.choose_latents(store, opts, ctx.config.seed)
             hookpoint = store.hookpoint
+            digest = explain_stage.latents_digest(latents)
             for entrant in chosen:
-                component = plugins.get("explainers", entrant.name)
-                explainer = component.load()(component.options(entrant.options), name=entrant.id, cache=cache)
-                refiner = explain_stage.make_refiner(opts, explainer, cache)
-                out = ctx.run.file(f"{artifacts.COMPARE_DIR}/explanations/{entrant.id}.jsonl")
-                try:
-                    counts = explain_stage.explain_features(store, explainer, out, latents, dataset=dataset, opts=opts,
-                                                            seed=ctx.config.seed, refiner=refiner, log=ctx.log)
-                finally:
-                    explainer.close()
+                rel = f"{artifacts.COMPARE_DIR}/explanations/{entrant.id}.jsonl"
+                out = ctx.run.file(rel)
+                explained = not opts.retry_failed and explain_stage.completed(
+                    ctx.run, rel, latents, opts.refiner, hookpoint=hookpoint)
+                if explained:
+                    counts = explain_stage.summarize(out, latents, hookpoint)
+                    ctx.log("compare-skip", explainer=entrant.id, reason=f"{rel} complete")
+                else:
+                    component = plugins.get("explainers", entrant.name)
+                    explainer = component.load()(component.options(entrant.options), name=entrant.id, cache=cache)
+                    refiner = explain_stage.make_refiner(opts, explainer, cache)
+                    try:
+                        counts = explain_stage.explain_features(store, explainer, out, latents, dataset=dataset,
+                                                                opts=opts, seed=ctx.config.seed, refiner=refiner,
+                                                                log=ctx.log)
+                    finally:
+                        explainer.close()
+                    ctx.run.mark_complete(rel, latents_digest=digest, refiner=opts.refiner, hookpoint=hookpoint,
+                                          **counts)
                 current = read_explanations(out)
                 explanations = [current[(store.hookpoint, lat)] for lat in latents if (store.hookpoint, lat) in current]
                 labels = {int(e.latent): label_of(e) for e in explanations if label_of(e)}
                 scoring = ScoringContext(dataset=dataset, seed=ctx.config.seed, device=ctx.config.device,
                                          dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer)
                 for name, scorer in instances:
-                    path = ctx.run.file(f"{artifacts.COMPARE_DIR}/scores/{name}/{entrant.id}.jsonl")
-                    score_explanations(scorer, name, explanations, store_records(store, scorer, dataset, ctx.config.seed),
-                                       scoring, path)
+                    score_rel = f"{artifacts.COMPARE_DIR}/scores/{name}/{entrant.id}.jsonl"
+                    if explained and explain_stage.completed(ctx.run, score_rel, latents, opts.refiner,
+                                                             hookpoint=hookpoint):
+                        continue  # neither the explanations nor the features changed since it was scored
+                    n = score_explanations(scorer, name, explanations,
+                                           store_records(store, scorer, dataset, ctx.config.seed), scoring,
+                                           ctx.run.file(score_rel))
+                    ctx.run.mark_complete(score_rel, latents_digest=digest, refiner=opts.refiner, hookpoint=hookpoint,
+                                          scored=n)
                 rows.append({"id": entrant.id, "explainer": entrant.name, "options": entrant.options, **counts})
     finally:
         if cache is not None:

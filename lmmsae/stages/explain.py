@@ -57,13 +57,13 @@ def run(ctx) -> None:
     opts = ctx.stage_options("explain", Options)
     name = ctx.config.explainer.name
     rel = output_path(name)
-    features = Path(opts.features) if opts.features else ctx.run.file(artifacts.FEATURES)
+    features = features_path(ctx, opts.features)
     from lmmsae.explainers.cache import ResponseCache
     from lmmsae.stores.features import FeatureStore
 
     with FeatureStore(features) as store:
         latents = choose_latents(store, opts, ctx.config.seed)
-        if completed(ctx.run, rel, latents) and not opts.retry_failed:
+        if completed(ctx.run, rel, latents, opts.refiner) and not opts.retry_failed:
             ctx.log("stage-skip", stage="explain", reason=f"{rel} complete")
             return
         component, explainer_options = ctx.component("explainer")
@@ -78,7 +78,7 @@ def run(ctx) -> None:
             explainer.close()
             if cache is not None:
                 cache.close()
-    ctx.run.mark_complete(rel, latents_digest=latents_digest(latents), **summary)
+    ctx.run.mark_complete(rel, latents_digest=latents_digest(latents), refiner=opts.refiner, **summary)
     ctx.log("explain-done", explainer=name, **{k: v for k, v in summary.items() if k != "reasons"})
     click.echo(f"explained {summary['ok']} of {summary['features']} features with {name} "
                f"({summary['failed']} failed){_reasons_line(summary['reasons'])}", err=True)
@@ -90,15 +90,42 @@ def latents_digest(latents: list[int]) -> str:
     return hashlib.sha256(json.dumps([int(x) for x in latents]).encode()).hexdigest()[:16]
 
 
-def completed(run, rel: str, latents: list[int]) -> bool:
-    """Complete for exactly these latents (a resumed run asking for other features is not complete)."""
+def completed(run, rel: str, latents: list[int], refiner: str = "", **expected: Any) -> bool:
+    """Complete for exactly these latents and refiner (a resumed run asking for other features, or
+    for refined labels, is not complete); `expected` names further marker fields that must match."""
     if not run.is_complete(rel):
         return False
     try:
         info = json.loads(run.file(rel + artifacts.COMPLETE_SUFFIX).read_text())
     except ValueError:
         return False
-    return info.get("latents_digest") == latents_digest(latents)
+    return (info.get("latents_digest") == latents_digest(latents) and info.get("refiner", "") == (refiner or "")
+            and all(info.get(k) == v for k, v in expected.items()))
+
+
+def features_path(ctx, explicit: str = "") -> Path:
+    """The features.h5 to read, refusing a half-written one (a cache stopped part-way): this run's
+    cache/features.h5 needs its completion marker; another one (`features: path`) needs its
+    `complete` attribute (or, for a file without one, its marker beside it)."""
+    if not explicit:
+        if not ctx.run.is_complete(artifacts.FEATURES):
+            state = "is incomplete" if ctx.run.file(artifacts.FEATURES).exists() else "does not exist"
+            raise UserError(f"{artifacts.FEATURES} of run {ctx.run.path.name!r} {state}: run "
+                            f"`lmmsae cache --resume --name {ctx.run.path.name} --out {ctx.run.path.parent}` first")
+        return ctx.run.file(artifacts.FEATURES)
+    from lmmsae.stores.features import FeatureStore
+
+    path = Path(explicit)
+    with FeatureStore(path) as store:
+        complete = store.complete
+    if complete is None:
+        complete = path.with_name(path.name + artifacts.COMPLETE_SUFFIX).exists()
+    if not complete:
+        run = path.resolve().parent.parent if path.parent.name == Path(artifacts.FEATURES).parent.name else None
+        how = (f"lmmsae cache --resume --name {run.name} --out {run.parent}" if run is not None
+               else "lmmsae cache --resume --name <its run>")
+        raise UserError(f"features file {str(path)!r} is incomplete (a cache stopped part-way): run `{how}` first")
+    return path
 
 
 def load_dataset(ctx):

@@ -40,9 +40,9 @@ def run(ctx) -> None:
     from lmmsae.explainers.store import read_explanations
 
     opts = ctx.stage_options("score", Options)
-    features = Path(opts.features) if opts.features else ctx.run.file(artifacts.FEATURES)
-    if not opts.features and not ctx.run.is_complete(artifacts.FEATURES):
-        raise UserError(f"no complete {artifacts.FEATURES} in {ctx.run.path}: run `lmmsae cache` first")
+    from lmmsae.stages.explain import features_path
+
+    features = features_path(ctx, opts.features)
     component, ds_options = ctx.component("dataset")
     dataset = component.load()(ds_options)
     scorers = [(name, component.load()(options)) for name, (component, options) in

@@ -330,6 +330,13 @@ class FeatureStore:
     def n_images(self) -> int:
         return int(self.attrs["n_images"])
 
+    @property
+    def complete(self) -> bool | None:
+        """True when the cache that wrote this file saw every image, False for a checkpoint of an
+        unfinished cache, None when the file does not say (written by other code)."""
+        value = self.attrs.get("complete")
+        return None if value is None else bool(value)
+
     def row(self, latent: int) -> int:
         try:
             return self._row[int(latent)]

@@ -160,3 +160,76 @@ def test_compare_needs_explainers(make_ctx):
 
     with pytest.raises(UserError, match="--explainers"):
         compare.run(make_ctx())
+
+
+def test_compare_resume_runs_only_new_explainers_and_scorers(make_ctx, server):
+    from lmmsae.stages import compare
+
+    base = {"name": "openai-compatible", "base_url": server.url + "/v1", "api_key_env": "TEST_KEY",
+            "backoff": 0.01}
+    honest, liar = {**base, "id": "honest", "model": "honest"}, {**base, "id": "liar", "model": "liar"}
+    compare.run(make_ctx(**{"compare.latents": [0, 2], "compare.explainers": [honest]}))
+    assert len(server.log) == 2
+    ctx = make_ctx(**{"compare.latents": [0, 2], "compare.explainers": [honest, liar]})
+    compare.run(ctx)  # --resume with one more explainer: liar runs, honest is not even loaded
+    summary = json.loads(ctx.run.file(artifacts.COMPARE_SUMMARY).read_text())
+    assert [r["id"] for r in summary["explainers"]] == ["honest", "liar"]
+    assert all(r["ok"] == 2 and r["scores"]["iou"]["common"]["n"] == 2 for r in summary["explainers"])
+    assert len(server.log) == 4
+    events = [json.loads(x) for x in ctx.run.file(artifacts.EVENTS).read_text().splitlines()]
+    assert [e["explainer"] for e in events if e["event"] == "compare-skip"] == ["honest"]
+    assert [e["explainer"] for e in events if e["event"] == "explain-start"] == ["honest", "liar"]
+    iou = ctx.run.file("compare/scores/iou/honest.jsonl")
+    scored = iou.read_text()
+
+    # one more scorer: only the new (scorer, explainer) pairs are scored, then everything re-summarised
+    ctx = make_ctx(**{"compare.latents": [0, 2], "compare.explainers": [honest, liar],
+                      "compare.scorers": [{"name": "iou", "baseline_draws": 4}, {"name": "iou", "baseline_draws": 2}]})
+    compare.run(ctx)
+    summary = json.loads(ctx.run.file(artifacts.COMPARE_SUMMARY).read_text())
+    assert summary["scorers"] == ["iou", "iou-1"] and len(server.log) == 4 and iou.read_text() == scored
+    from lmmsae.scorers.store import read_scores
+
+    assert all(len(read_scores(ctx.run.file(f"compare/scores/iou-1/{i}.jsonl"))) == 2 for i in ("honest", "liar"))
+    assert all(r["scores"]["iou-1"]["common"]["n"] == 2 for r in summary["explainers"])
+    marker = json.loads(ctx.run.file(artifacts.COMPARE_SUMMARY + artifacts.COMPLETE_SUFFIX).read_text())
+    assert marker["explainers"] == ["honest", "liar"] and marker["scorers"] == ["iou", "iou-1"]
+    compare.run(ctx)  # the same request again: skipped outright
+    events = [json.loads(x) for x in ctx.run.file(artifacts.EVENTS).read_text().splitlines()]
+    assert events[-1]["event"] == "stage-skip" and len(server.log) == 4
+
+
+def test_explain_and_compare_refuse_an_incomplete_features_file(make_ctx, tmp_path):
+    import shutil
+
+    import h5py
+
+    from lmmsae.errors import UserError
+    from lmmsae.stages import compare, explain
+
+    ctx = make_ctx(**{"compare.explainers": ["toy-llava"]})
+    features = ctx.run.file(artifacts.FEATURES)
+    ctx.run.file(artifacts.FEATURES + artifacts.COMPLETE_SUFFIX).unlink()  # a cache killed part-way
+    for stage in (explain, compare):
+        with pytest.raises(UserError, match=r"incomplete: run `lmmsae cache --resume --name r --out .*` first"):
+            stage.run(ctx)
+
+    # another run's features.h5, by path: its `complete` attribute decides (else its marker beside it)
+    other = tmp_path / "other" / "cache" / "features.h5"
+    other.parent.mkdir(parents=True)
+    shutil.copy(features, other)
+    with h5py.File(other, "a") as f:
+        f.attrs["complete"] = False
+    for stage in ("explain", "compare"):
+        bad = make_ctx(**{f"{stage}.features": str(other), "compare.explainers": ["toy-llava"]})
+        with pytest.raises(UserError, match=r"is incomplete .*`lmmsae cache --resume --name other --out "):
+            {"explain": explain, "compare": compare}[stage].run(bad)
+    with h5py.File(other, "a") as f:
+        f.attrs["complete"] = True
+    assert explain.features_path(ctx, str(other)) == other
+    with h5py.File(other, "a") as f:
+        del f.attrs["complete"]
+    with pytest.raises(UserError, match="incomplete"):
+        explain.features_path(ctx, str(other))
+    other.with_name("features.h5.complete").write_text("{}\n")
+    assert explain.features_path(ctx, str(other)) == other
