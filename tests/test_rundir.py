@@ -60,3 +60,16 @@ def test_environment_lists_versions():
     env = environment()
     assert env["packages"]["lmmsae"] == __import__("lmmsae").__version__
     assert "torch" in env["packages"] and "lmmsae" in env["plugins"]
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+
+    from lmmsae.atomic import atomic_write_text
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
