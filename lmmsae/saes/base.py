@@ -193,7 +193,7 @@ class SAE(nn.Module):
     def remove_gradient_parallel_to_decoder_directions(self) -> None:
         if self.W_dec.grad is None:
             return
-        parallel = torch.linalg.vecdot(self.W_dec.grad, self.W_dec)
+        parallel = _row_dots(self.W_dec.grad, self.W_dec)
         self.W_dec.grad.addcmul_(parallel[:, None], self.W_dec, value=-1.0)
 
     def before_step(self) -> None:
@@ -212,6 +212,17 @@ class SAE(nn.Module):
     def inference_sae(self) -> "SAE":
         """The SAE to save for inference (BatchTopK becomes a JumpReLU)."""
         return self
+
+
+def _row_dots(a: Tensor, b: Tensor, rows: int = 512) -> Tensor:
+    """(a * b).sum(1) in row chunks: `linalg.vecdot` materialises the full product (a fresh
+    [n_latents, d] temporary every step, ~4x slower on CPU than chunks that stay in cache)."""
+    if a.device.type != "cpu":
+        return torch.linalg.vecdot(a, b)
+    out = a.new_empty(a.shape[0])
+    for start in range(0, a.shape[0], rows):
+        torch.sum(a[start:start + rows] * b[start:start + rows], dim=1, out=out[start:start + rows])
+    return out
 
 
 def check_d_in(sae: SAE, hookpoint: str, d_model: int) -> None:

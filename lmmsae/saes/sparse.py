@@ -37,17 +37,44 @@ def topk_exact(pre: Tensor, k: int, block: int = 32) -> tuple[Tensor, Tensor]:
     The k largest entries of a row all lie in the k blocks with the largest block maxima (any
     entry at least the k-th largest block maximum lives in one of those blocks), so we take the
     top-k over k * block candidates instead of the whole row: several times faster on CPU,
-    where torch.topk runs on one thread.
+    where torch.topk runs on one thread. The candidate blocks are copied by advanced indexing
+    (whole 32-float rows), which is about twice as fast as an element-wise gather.
     """
     n_rows, n = pre.shape
     if pre.device.type != "cpu" or n % block or n < 8 * k * block:
         return pre.topk(k, dim=-1, sorted=False)
     blocks = pre.view(n_rows, n // block, block)
     top_blocks = blocks.amax(-1).topk(k, dim=-1, sorted=False).indices          # [N, k]
-    candidates = blocks.gather(1, top_blocks[..., None].expand(-1, -1, block))  # [N, k, block]
+    rows = torch.arange(n_rows, device=pre.device)[:, None]
+    candidates = blocks[rows, top_blocks]                                       # [N, k, block]
     values, j = candidates.view(n_rows, k * block).topk(k, dim=-1, sorted=False)
     indices = top_blocks.gather(1, torch.div(j, block, rounding_mode="floor")) * block + j % block
     return values, indices
+
+
+class Scratch:
+    """A reusable output buffer for the dense [N, n_latents] pre-activations of a training step.
+
+    On CPU a fresh 200 MB tensor (4,096 tokens x 12,288 latents) is a new mmap every step, and
+    first-touching its pages costs about a quarter of the encoder matmul itself; writing into the
+    same buffer each step avoids that. Copies and pickles of the owner get an empty scratch.
+    """
+
+    def __init__(self):
+        self.tensor: Tensor | None = None
+
+    def get(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        t = self.tensor
+        if t is None or t.shape != shape or t.dtype != like.dtype or t.device != like.device:
+            self.tensor = t = None  # free the old one before allocating
+            self.tensor = t = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return t
+
+    def clear(self) -> None:
+        self.tensor = None
+
+    def __reduce__(self):
+        return (Scratch, ())
 
 
 @dataclass

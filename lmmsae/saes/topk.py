@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lmmsae.errors import UserError
 from lmmsae.saes.base import SAE, BatchContext, LossOutput
-from lmmsae.saes.sparse import Codes, PairLayout, select_pre_acts, sparse_decode, topk_exact
+from lmmsae.saes.sparse import Codes, PairLayout, Scratch, select_pre_acts, sparse_decode, topk_exact
 
 
 class TopKSAE(SAE):
@@ -31,6 +31,12 @@ class TopKSAE(SAE):
         super().__init__(d_in, options, **kw)
         if not 0 < self.options.k <= self.n_latents:
             raise UserError(f"topk SAE needs 0 < k <= n_latents (k={self.options.k}, n_latents={self.n_latents})")
+        self._pre_scratch = Scratch()  # training-time buffer for the dense pre-activations
+
+    def train(self, mode: bool = True):
+        if not mode:
+            self._pre_scratch.clear()
+        return super().train(mode)
 
     @property
     def k(self) -> int:
@@ -64,7 +70,11 @@ class TopKSAE(SAE):
         """The dense part, without autograd: pre-activations, then the selections we need."""
         with torch.no_grad():
             xc = (x.to(self.dtype) - self.b_dec).contiguous()
-            pre = torch.mm(xc, self.W_enc.T).to(xc.dtype).add_(self.b_enc)
+            if torch.is_autocast_enabled(xc.device.type):
+                pre = torch.mm(xc, self.W_enc.T).to(xc.dtype).add_(self.b_enc)
+            else:  # into the reused buffer (nothing returned below is a view of it)
+                pre = self._pre_scratch.get((xc.shape[0], self.n_latents), xc)
+                torch.addmm(self.b_enc, xc, self.W_enc.T, out=pre)
             k_main = min(4 * self.k if self.options.multi_topk else self.k, self.n_latents)
             values, indices = topk_exact(pre, k_main)
             if self.options.multi_topk:  # main codes first: the k largest of the 4k
