@@ -255,8 +255,11 @@ def ce_kl_recovered(adapter, sae, hookpoint: str, batches: Iterable, tokens: str
     """Splice the SAE into the model at `hookpoint` (reconstruction replaces the activations on
     every token) and compare next-token losses with the clean model and with an ablation
     (`zero`, or `mean`: the mean activation, e.g. over the training tokens)."""
+    from lmmsae.saes.base import check_d_in
+
     if ablation == "mean" and mean_activation is None:
         raise ValueError("mean ablation needs mean_activation")
+    check_d_in(sae, hookpoint, adapter.d_model(hookpoint))
     stats = SpliceStats(ablation=ablation, tokens=tokens)
 
     def splice(acts, _mask):
