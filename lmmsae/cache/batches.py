@@ -11,6 +11,7 @@ import torch
 
 from lmmsae.cache.layout import MapLayout, ViewGeometry
 from lmmsae.cache.state import SampleInfo, SparseBatch
+from lmmsae.saes.sparse import Scratch
 
 IMAGE, PADDING = 1, 4  # TokenKind values (lmmsae.models.base)
 
@@ -41,9 +42,18 @@ def encode_tokens(acts: torch.Tensor, token_map, sae, latents: torch.Tensor | No
         column = torch.full((n_latents,), -1, dtype=torch.int64, device=acts.device)
         column[latents.to(acts.device)] = torch.arange(len(latents), device=acts.device)
     tokens, cols, values = [], [], []
+    fast = _topk_encoder(sae)
+    if fast is not None:
+        chunk = min(chunk, FAST_CHUNK)
+        pre = _PRE.get((min(chunk, x.shape[0]), n_latents), x.new_empty(0, dtype=dtype))
     for a in range(0, x.shape[0], chunk):
         xa = x[a:a + chunk].to(dtype)
-        if hasattr(sae, "encode_sparse"):
+        if fast is not None:
+            values_k, indices_k = fast(sae, xa, pre[:xa.shape[0]])
+            k = indices_k.shape[-1]
+            token = torch.arange(xa.shape[0], device=xa.device).repeat_interleave(k)
+            latent, value = indices_k.reshape(-1), values_k.reshape(-1)
+        elif hasattr(sae, "encode_sparse"):
             codes = sae.encode_sparse(xa)
             k = codes.indices.shape[-1]
             token = torch.arange(xa.shape[0], device=xa.device).repeat_interleave(k)
@@ -62,6 +72,36 @@ def encode_tokens(acts: torch.Tensor, token_map, sae, latents: torch.Tensor | No
     empty = torch.zeros(0, dtype=torch.int64, device=acts.device)
     cat = lambda parts, e: torch.cat(parts) if parts else e  # noqa: E731
     return pos, cat(tokens, empty), cat(cols, empty), cat(values, empty.float())
+
+
+FAST_CHUNK = 128  # tokens per encoder matmul: the [chunk, n_latents] pre-activations stay in cache
+_PRE = Scratch()  # their buffer, reused across chunks and batches (8 MB at 16k latents)
+
+
+def _topk_encoder(sae):
+    """For SAEs whose `encode_sparse` is TopK's (TopK, Matryoshka): a function (sae, x, out) giving its
+    (values, indices) exactly as `encode_sparse(x)` does, but writing the dense pre-activations into
+    the reused buffer `out`. A fresh [tokens, n_latents] tensor per call costs more in page faults than
+    the matmul itself on CPU. None for other SAEs (they go through `encode_sparse` / `encode`)."""
+    try:
+        from lmmsae.saes.sparse import topk_exact
+        from lmmsae.saes.topk import TopKSAE
+    except ImportError:  # pragma: no cover
+        return None
+    if not isinstance(sae, TopKSAE) or type(sae).encode_sparse is not TopKSAE.encode_sparse \
+            or type(sae).pre_acts is not TopKSAE.pre_acts or torch.is_grad_enabled():
+        return None
+
+    def encode(sae, x, out):
+        xc = x.to(sae.dtype) - sae.b_dec
+        if torch.is_autocast_enabled(xc.device.type):
+            pre = torch.nn.functional.linear(xc, sae.W_enc, sae.b_enc)
+        else:  # what F.linear does for a 2-D input with bias, into `out`
+            pre = torch.addmm(sae.b_enc, xc, sae.W_enc.T, out=out)
+        values, indices = topk_exact(pre, sae.k)
+        return values.relu(), indices
+
+    return encode
 
 
 def geometry(token_map, b: int, image_size: tuple[int, int] | None) -> list[ViewGeometry]:

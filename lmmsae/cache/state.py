@@ -15,7 +15,7 @@ import torch
 
 from lmmsae.cache.layout import MapLayout, ViewGeometry
 from lmmsae.cache.stats import LatentStats
-from lmmsae.cache.tracker import TopTracker, random_keys
+from lmmsae.cache.tracker import TopTracker, random_keys, random_keys_at
 
 POOLINGS = ("base_mean", "max", "mean")
 NEGATIVE_SEED_OFFSET = 0x5EED
@@ -152,13 +152,16 @@ class FeatureCache:
         grid = index.expand(L, -1)
         minus_inf = torch.tensor(float("-inf"), device=device)
         self.top.update(torch.where(active_t, score_t, minus_inf), grid, lambda r, c: {"maps": maps(r, c)})
-        if self.n_random:
-            keys = random_keys(self.seed, index.cpu(), self.latents).to(device)
-            self.random.update(torch.where(active_t, -keys, minus_inf.double()), grid,
+        if self.n_random:  # keys of the active (latent, image) pairs only: few of latents x images
+            act_l, act_b = active_t.nonzero(as_tuple=True)
+            candidates = torch.full(active_t.shape, float("-inf"), dtype=torch.float64, device=device)
+            candidates[act_l, act_b] = -random_keys_at(self.seed, index.cpu()[act_b.cpu()],
+                                                       self.latents[act_l.cpu()]).to(device)
+            self.random.update(candidates, grid,
                                lambda r, c: {"maps": maps(r, c), "value": score[c, r]})
         if self.n_negatives:
             keys = random_keys(self.seed + NEGATIVE_SEED_OFFSET, index.cpu(), self.latents).to(device)
-            self.negatives.update(torch.where(image_max.T <= 0, -keys, minus_inf.double()), grid)
+            self.negatives.update(keys.neg_().masked_fill_(image_max.T > 0, float("-inf")), grid)
         self.pending.extend(batch.samples)
 
     def _pool(self, pair: torch.Tensor, cell: torch.Tensor, value: torch.Tensor, samples: list[SampleInfo],

@@ -1,6 +1,6 @@
 import torch
 
-from lmmsae.cache.tracker import TopTracker, lexsort_desc, random_keys
+from lmmsae.cache.tracker import TopTracker, lexsort_desc, random_keys, random_keys_at
 
 MINUS_INF = float("-inf")
 
@@ -75,3 +75,23 @@ def test_random_keys_are_deterministic_uniform_and_distinct_per_latent():
     assert abs(k.mean().item() - 0.5) < 0.02
     assert (k[0] < 0.25).float().mean().item() == __import__("pytest").approx(0.25, abs=0.03)
     assert not torch.equal(k[0], k[1])
+
+
+def test_random_keys_at_equals_the_matching_entries_of_random_keys():
+    samples, latents = torch.arange(50, 90), torch.arange(0, 3000, 7)
+    full = random_keys(11, samples, latents)
+    g = torch.Generator().manual_seed(0)
+    li, si = torch.randint(0, len(latents), (300,), generator=g), torch.randint(0, len(samples), (300,), generator=g)
+    assert torch.equal(random_keys_at(11, samples[si], latents[li]), full[li, si])
+
+
+def test_lexsort_with_ties_out_of_index_order_equals_two_pass_sort():
+    g = torch.Generator().manual_seed(1)
+    s = torch.randint(0, 3, (40, 12), generator=g).double()
+    i = torch.randint(0, 5, (40, 12), generator=g)
+    by_index = torch.sort(i, dim=1, stable=True).indices
+    two_pass = by_index.gather(1, torch.sort(s.gather(1, by_index), dim=1, descending=True, stable=True).indices)
+    assert torch.equal(lexsort_desc(s, i), two_pass)
+    no_ties = torch.randperm(12, generator=g).double().expand(3, -1)
+    assert torch.equal(lexsort_desc(no_ties, torch.zeros(3, 12, dtype=torch.int64)),
+                       torch.sort(no_ties, dim=1, descending=True, stable=True).indices)
