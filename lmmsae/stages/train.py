@@ -81,7 +81,7 @@ def _run(ctx, opts: Options, device: str, rank: int, size: int) -> None:
         from lmmsae.stores.activations import ActivationReader
 
         reader = ActivationReader(ctx.run.file(artifacts.ACTIVATIONS))
-        hookpoints = [reader._name(h) for h in ctx.config.hookpoints]
+        hookpoints = [reader.resolve(h) for h in ctx.config.hookpoints]
         dims = {h: reader.d_in(h) for h in hookpoints}
     else:
         model, model_options = ctx.component("model")

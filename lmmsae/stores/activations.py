@@ -231,7 +231,8 @@ class ActivationReader:
         self.dataset: dict = json.loads(self.f.attrs["dataset"])
         self.kinds = json.loads(self.f.attrs["kinds"])
 
-    def _name(self, hookpoint: str) -> str:
+    def resolve(self, hookpoint: str) -> str:
+        """The stored hookpoint a full or short name (`layers.2`) refers to."""
         if hookpoint in self.hookpoints:
             return hookpoint
         from lmmsae.models.hookpoints import canonical
@@ -242,12 +243,12 @@ class ActivationReader:
         raise UserError(f"{self.path} has no hookpoint {hookpoint!r}; it has {', '.join(self.hookpoints)}")
 
     def d_in(self, hookpoint: str) -> int:
-        return int(self.f[f"{self._name(hookpoint)}/acts"].shape[1])
+        return int(self.f[f"{self.resolve(hookpoint)}/acts"].shape[1])
 
     def read(self, hookpoint: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows start..stop as float32 [n, d]."""
         stop = self.n_tokens if stop is None else min(stop, self.n_tokens)
-        return from_storage(self.f[f"{self._name(hookpoint)}/acts"][start:stop], self.dtype)
+        return from_storage(self.f[f"{self.resolve(hookpoint)}/acts"][start:stop], self.dtype)
 
     def tokens(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
         stop = self.n_tokens if stop is None else min(stop, self.n_tokens)
@@ -279,7 +280,7 @@ class ActivationReader:
         """
         import torch
 
-        ds = self.f[f"{self._name(hookpoint)}/acts"]
+        ds = self.f[f"{self.resolve(hookpoint)}/acts"]
         n = self.n_tokens
         wanted = _kind_ids(kinds)
         block = max(int(shuffle_buffer), int(batch_size), 1)
