@@ -132,7 +132,13 @@ def stage_module(stage: str):
 
 
 def echo_done(ctx) -> None:
+    from lmmsae import artifacts
+
     click.echo(f"results in {ctx.run.path}")
+    pages = {artifacts.REPORT_HTML: "the features", artifacts.COMPARE_HTML: "the explainers side by side"}
+    for page, what in pages.items():
+        if ctx.run.file(page).is_file():
+            click.echo(f"open {ctx.run.file(page)} to see {what}")
 
 
 def wraps_params(fn):
