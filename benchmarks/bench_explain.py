@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "explainers"))
 
-from conftest import make_records  # noqa: E402
+from records import make_records  # noqa: E402
 
 
 class ServerProcess:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import make_records
+from records import make_records
 from lmmsae.errors import UserError
 from lmmsae.explainers.anthropic import AnthropicExplainer
 from lmmsae.explainers.cache import ResponseCache

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import make_records  # noqa: E402
+from records import make_records  # noqa: E402
 from lmmsae.errors import UserError  # noqa: E402
 from lmmsae.explainers.cache import ResponseCache  # noqa: E402
 from lmmsae.explainers.local import LocalExplainer  # noqa: E402
