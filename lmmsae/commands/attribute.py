@@ -26,7 +26,7 @@ from lmmsae.commands.common import config_options, make_context, wraps_params
 def attribute(params):
     from lmmsae import artifacts
     from lmmsae.atomic import atomic_write_text
-    from lmmsae.steering.records import clean_json
+    from lmmsae.jsonl import clean_json
     from lmmsae.attribution import attribute_answer
     from lmmsae.steering.loading import load_dataset, load_model_and_sae
 

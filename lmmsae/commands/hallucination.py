@@ -32,7 +32,7 @@ from lmmsae.commands.common import config_options, make_context, wraps_params
 def hallucination(params):
     from lmmsae import artifacts
     from lmmsae.atomic import atomic_write_text
-    from lmmsae.steering.records import clean_json
+    from lmmsae.jsonl import clean_json
     from lmmsae.hallucination import run_checks
     from lmmsae.steering.loading import check_features, load_adapter, load_dataset, load_model_and_sae
 

@@ -94,13 +94,14 @@ def score_explanations(scorer, scorer_name: str, explanations: Iterable, record_
     """Score each explanation not yet in `out` (JSONL, appended); returns how many records `out` holds."""
     from lmmsae.progress import track
     from lmmsae.scorers.base import label_of, skipped
-    from lmmsae.scorers.store import ScoreWriter, read_scores
+    from lmmsae.jsonl import JsonlWriter
+    from lmmsae.scorers.store import read_scores
 
     explanations = list(explanations)
     done = read_scores(out)
     todo = [e for e in explanations if (e.hookpoint, int(e.latent)) not in done]
     identity = scorer.identity()
-    with ScoreWriter(out) as writer:
+    with JsonlWriter(out) as writer:
         for e in track(todo, total=len(todo), description=f"score {scorer_name}", unit="features"):
             label = label_of(e)
             result = scorer.score(record_for(int(e.latent)), e, ctx) if label else \

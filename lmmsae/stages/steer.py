@@ -91,7 +91,7 @@ def run(ctx) -> None:
 
 def explanations_by_latent(path: Path) -> dict[int, str]:
     """latent -> label (or explanation text) from an explanations JSONL, when it exists."""
-    from lmmsae.steering.records import read_jsonl
+    from lmmsae.jsonl import read_jsonl
 
     out = {}
     for r in read_jsonl(path):
@@ -107,7 +107,8 @@ def steer_dataset(adapter, sae, hookpoint: str, dataset, opts: Options, out_path
     from lmmsae.models.base import TokenKind
     from lmmsae.progress import track
     from lmmsae.steering.evaluate import judge_concept, mentions, summarize
-    from lmmsae.steering.records import JsonlWriter, done_keys, read_jsonl
+    from lmmsae.jsonl import JsonlWriter, read_jsonl
+    from lmmsae.steering.records import done_keys
     from lmmsae.steering.sweep import sweep
 
     from lmmsae.steering.loading import check_features

@@ -54,7 +54,7 @@ def tiny(tmp_path_factory):
 
 def test_steer_dataset_appends_resumes_and_summarizes(tiny, tmp_path):
     from lmmsae.datasets.shapes import ShapesDataset
-    from lmmsae.steering.records import read_jsonl
+    from lmmsae.jsonl import read_jsonl
     from tiny_sae import TinySAE
 
     _, ad = tiny
@@ -142,7 +142,7 @@ def test_steer_command_line(tiny, tmp_path):
 
 def test_judge_uses_explanations_when_no_concept_is_given(tiny, tmp_path):
     from lmmsae.datasets.shapes import ShapesDataset
-    from lmmsae.steering.records import read_jsonl
+    from lmmsae.jsonl import read_jsonl
     from tiny_sae import TinySAE
 
     class Judge:

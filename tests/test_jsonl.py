@@ -1,6 +1,7 @@
 import json
 
-from lmmsae.steering.records import JsonlWriter, done_keys, read_jsonl
+from lmmsae.jsonl import JsonlWriter, read_jsonl
+from lmmsae.steering.records import done_keys
 
 
 def test_append_resume_and_torn_tail(tmp_path):
