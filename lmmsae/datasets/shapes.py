@@ -3,16 +3,16 @@
 Each image shows 1-3 objects, each in its own cell of a 3x3 grid (small jitter and rotation), on a
 plain (black / grey / white) or textured (stripes / checkerboard / noise) grey background. Every
 object carries its shape, colour, size, grid cell, position words, RGB colour and pixel mask. The
-caption lists the objects in reading order::
+caption lists the objects in reading order, then the background::
 
-    a large red circle at the top left and a small blue square in the center
+    a large red circle at the top left and a small blue square in the center on a striped background
 
 Sample `index` is drawn from its own RNG seeded by (seed, split, index): random access is cheap,
 shards can split by index, and the same (seed, split, index) always gives the same pixels.
 
 numpy + PIL only (no torch at import time). Module-level helpers for other components:
-`describe_object`, `caption_for`, `parse_caption`, `question_for`, `masked_view`, `object_view`,
-`patch_mask`.
+`describe_object`, `describe_background`, `caption_for`, `parse_caption`, `parse_background`,
+`question_for`, `masked_view`, `object_view`, `background_view`, `patch_mask`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ SIZES = ("small", "large")
 PLAIN_BACKGROUNDS = ("black", "grey", "white")
 TEXTURED_BACKGROUNDS = ("stripes", "checkerboard", "noise")
 BACKGROUNDS = PLAIN_BACKGROUNDS + TEXTURED_BACKGROUNDS
+BACKGROUND_ADJECTIVES = {"black": "black", "grey": "grey", "white": "white", "stripes": "striped",
+                         "checkerboard": "checkered", "noise": "noisy"}  # the caption's words
 ROW_WORDS = ("top", "", "bottom")
 COL_WORDS = ("left", "", "right")
 POSITIONS = tuple(
@@ -66,10 +68,17 @@ def describe_object(obj: dict[str, Any]) -> str:
     return f"a {obj['size']} {obj['color']} {obj['shape']} {_position_phrase(obj['position'])}"
 
 
-def caption_for(objects: Iterable[dict[str, Any]]) -> str:
-    """The caption grammar: object phrases in reading order joined by ' and '."""
+def describe_background(background: str) -> str:
+    """The background's phrase, e.g. 'a striped background' (also the answer for a masked view that
+    keeps only background: what an explainer should say of a feature that fires on it)."""
+    return f"a {BACKGROUND_ADJECTIVES[background]} background"
+
+
+def caption_for(objects: Iterable[dict[str, Any]], background: str | None = None) -> str:
+    """The caption grammar: object phrases in reading order joined by ' and ', then 'on <background>'."""
     objs = sorted(objects, key=lambda o: (o["row"], o["col"]))
-    return " and ".join(describe_object(o) for o in objs)
+    text = " and ".join(describe_object(o) for o in objs)
+    return f"{text} on {describe_background(background)}" if background else text
 
 
 def question_for(color: str, shape: str) -> str:
@@ -80,11 +89,23 @@ def question_for(color: str, shape: str) -> str:
 _PHRASE = re.compile(
     r"^a (?P<size>\w+) (?P<color>\w+) (?P<shape>\w+) (?:in the (?P<center>center)|at the (?P<pos>[a-z ]+?))$"
 )
+_BACKGROUND = re.compile(r"(?:^| on )a (?P<adjective>\w+) background$")
+_BACKGROUND_NAMES = {adjective: name for name, adjective in BACKGROUND_ADJECTIVES.items()}
+
+
+def parse_background(text: str) -> str | None:
+    """The background a caption (or a background-only description) ends with, e.g. 'stripes'; else None."""
+    m = _BACKGROUND.search(" ".join(text.strip().lower().split()))
+    return _BACKGROUND_NAMES.get(m.group("adjective")) if m else None
 
 
 def parse_caption(text: str) -> list[dict[str, str]] | None:
-    """Objects (size, color, shape, position) of a caption in the grammar; None if it does not parse."""
+    """Objects (size, color, shape, position) of a caption in the grammar (its background phrase, if
+    any, set aside: see `parse_background`); None if it does not parse."""
     text = " ".join(text.strip().lower().split())
+    m = _BACKGROUND.search(text)
+    if m:
+        text = text[:m.start()]
     if not text:
         return []
     out = []
@@ -124,6 +145,27 @@ def object_view(sample: Sample, k: int, patch: int | None = None, dim: float = D
     if patch:
         keep = patch_mask(keep, patch)
     return masked_view(sample.image, keep, dim)
+
+
+def background_view(sample: Sample, rng: np.random.Generator, patch: int, dim: float = DIM) -> Image.Image:
+    """Masked view keeping a random rectangle of whole patches that touch no object (all object-free
+    patches when the rectangle holds none): how a background feature's top image looks to an explainer."""
+    size = sample.image.size[1]
+    anything = np.zeros((size, size), dtype=bool)
+    for obj in sample.truth["objects"]:
+        anything |= obj["mask"]
+    anything[1:] |= anything[:-1].copy()  # grown by a pixel: anti-aliased edges are not background
+    anything[:-1] |= anything[1:].copy()
+    anything[:, 1:] |= anything[:, :-1].copy()
+    anything[:, :-1] |= anything[:, 1:].copy()
+    free = ~patch_mask(anything, patch)
+    grid = -(-size // patch)
+    h, w = (int(v) for v in rng.integers(2, grid + 1, size=2))
+    top, left = int(rng.integers(0, grid - h + 1)), int(rng.integers(0, grid - w + 1))
+    keep = np.zeros((size, size), dtype=bool)
+    keep[top * patch:(top + h) * patch, left * patch:(left + w) * patch] = True
+    keep &= free
+    return masked_view(sample.image, keep if keep.any() else free, dim)
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -243,7 +285,7 @@ def generate(rng: np.random.Generator, image_size: int, max_objects: int = 3):
     image, masks = render(objects, background, size, rng)
     for obj, m in zip(objects, masks):
         obj["mask"] = m
-    truth = {"caption": caption_for(objects), "background": background, "objects": objects}
+    truth = {"caption": caption_for(objects, background), "background": background, "objects": objects}
     return image, truth
 
 

@@ -5,7 +5,8 @@
 Captioning: per-attribute accuracy (colour, size, position, shape) over ground-truth objects, object
 count accuracy, exact caption match by number of objects. Masked views (one object kept, the rest
 dimmed to 12%): highlighted object described exactly, non-highlighted objects mentioned; for pixel
-masks and for masks grown to whole 12 px patches. Yes/no probes ("is there a red circle ?").
+masks and for masks grown to whole patches. Background-only views: the background named exactly ("a
+striped background"), an object described. Yes/no probes ("is there a red circle ?").
 CLIP: image-to-caption (and caption-to-image) top-1 retrieval among groups of 64.
 """
 
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmmsae.datasets.shapes import (COLORS, SHAPES, ShapesDataset, describe_object, object_view, parse_caption,
-                                    question_for)
+from lmmsae.datasets.shapes import (COLORS, SHAPES, ShapesDataset, background_view, describe_background,
+                                    describe_object, object_view, parse_background, parse_caption, question_for)
 from lmmsae.toyworld import CLIP_DIR, IMAGE_SIZE, LLAVA_DIR, PATCH_SIZE, caption, load_clip, load_llava
 
 ATTRS = ("color", "size", "position", "shape")
@@ -52,9 +53,10 @@ def _align(pred, truth):
 def caption_metrics(texts, samples):
     hits = {a: [] for a in ATTRS}
     shape_by_size = {"small": [], "large": []}
-    exact_by_n, count_ok, parse_fail = {}, [], 0
+    exact_by_n, count_ok, parse_fail, background = {}, [], 0, []
     for text, s in zip(texts, samples):
         truth = s.truth["objects"]
+        background.append(parse_background(text) == s.truth["background"])
         pred = parse_caption(text)
         parse_fail += pred is None
         count_ok.append(pred is not None and len(pred) == len(truth))
@@ -67,6 +69,7 @@ def caption_metrics(texts, samples):
     return {
         "images": len(samples),
         "attribute_accuracy": {a: round(float(np.mean(v)), 4) for a, v in hits.items()},
+        "background_accuracy": round(float(np.mean(background)), 4),
         "shape_accuracy_by_size": {k: round(float(np.mean(v)), 4) for k, v in shape_by_size.items() if v},
         "object_count_accuracy": round(float(np.mean(count_ok)), 4),
         "exact_caption": round(float(np.mean(all_exact)), 4),
@@ -122,6 +125,16 @@ def evaluate_llava(llava_dir, n_images=1000, seed=0, log=print):
         multi = [(t, s, k) for t, s, k in zip(out, samples, ks) if len(s.truth["objects"]) > 1]
         results[name]["multi_object_images"] = masked_metrics(*zip(*multi)) if multi else None
         log(f"{name}: {json.dumps(results[name])}")
+
+    rng = np.random.default_rng(seed)
+    views = [background_view(s, rng, PATCH_SIZE) for s in samples]
+    out = _generate(model, processor, views)
+    results["masked_background"] = {
+        "views": len(views),
+        "background_exact": round(float(np.mean([t == describe_background(s.truth["background"])
+                                                  for t, s in zip(out, samples)])), 4),
+        "object_mentioned": round(float(np.mean([bool(parse_caption(t)) for t in out])), 4)}
+    log(f"masked_background: {json.dumps(results['masked_background'])}")
 
     rng = random.Random(seed)
     questions, answers, qimages = [], [], []
@@ -193,12 +206,14 @@ def evaluate(llava_dir=LLAVA_DIR, clip_dir=CLIP_DIR, n_images=1000, seed=0, log=
     c, m = results["captioning"], results["masked_pixels"]
     results["summary"] = {
         **{f"caption_{a}_acc": c["attribute_accuracy"][a] for a in ATTRS},
+        "caption_background_acc": c["background_accuracy"],
         "caption_exact": c["exact_caption"],
         "caption_exact_by_objects": c["exact_caption_by_objects"],
         "masked_highlighted_exact": m["highlighted_exact"],
         "masked_other_mentioned": m["other_object_mentioned"],
         "masked_patches_highlighted_exact": results["masked_patches"]["highlighted_exact"],
         "masked_patches_other_mentioned": results["masked_patches"]["other_object_mentioned"],
+        "masked_background_exact": results["masked_background"]["background_exact"],
         "yes_no_accuracy": results["yes_no"]["accuracy"],
         "clip_image_to_caption_top1_of_64": results["clip"]["image_to_caption_top1"],
     }

@@ -5,7 +5,9 @@
 1. CLIP (open_clip, custom config, word-level tokenizer, EOS pooling), InfoNCE on captions.
 2. LLaVA (transformers LlavaForConditionalGeneration: CLIP vision tower + Llama LM), its vision tower
    initialised from the contrastive CLIP's image tower (as real LLaVA does), trained on
-   full captions, masked single-object views (target: that object's phrase) and yes/no questions.
+   full captions (objects, then background), masked single-object views (target: that object's phrase),
+   masked background-only views (target: 'a striped background') and yes/no questions (answers
+   up-weighted in the loss).
 3. Evaluation on held-out images (lmmsae.toyworld.evaluate) -> eval.json; log -> TRAINING_LOG.txt.
 """
 
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmmsae.datasets.shapes import (COLORS, SHAPES, ShapesDataset, describe_object, masked_view, patch_mask,
-                                    question_for)
+from lmmsae.datasets.shapes import (COLORS, SHAPES, ShapesDataset, background_view, describe_background,
+                                    describe_object, masked_view, patch_mask, question_for)
 from lmmsae.toyworld import IMAGE_SIZE, PATCH_SIZE, WEIGHTS_DIR
 from lmmsae.toyworld.vocab import VOCAB, build_tokenizer
 
@@ -236,11 +238,15 @@ def clip_visual_to_hf(visual_sd: dict) -> dict:
     return out
 
 
-def llava_example(sample, rng: random.Random, masked_share: float, question_share: float):
+def llava_example(sample, rng: random.Random, masked_share: float, question_share: float,
+                  background_share: float = 0.25):
     """(image, prompt words, answer) for one training sample."""
     objects = sample.truth["objects"]
     u = rng.random()
     if u < masked_share:
+        if rng.random() < background_share:  # only background kept: name the background
+            view = background_view(sample, np.random.default_rng(rng.getrandbits(32)), PATCH_SIZE)
+            return view, "", describe_background(sample.truth["background"])
         k = rng.randrange(len(objects))
         keep = objects[k]["mask"]
         if rng.random() < 0.5:  # patch-aligned masks, as produced from SAE activation maps
@@ -260,25 +266,41 @@ def llava_example(sample, rng: random.Random, masked_share: float, question_shar
     return sample.image, "", sample.truth["caption"]
 
 
-def encode_batch(examples, tok):
-    """input_ids [bos, <image> x N, prompt..., answer..., eos] right-padded; labels on answer + eos only."""
+def encode_batch(examples, tok, answer_weight: float = 1.0):
+    """input_ids [bos, <image> x N, prompt..., answer..., eos] right-padded; labels on answer + eos only;
+    per-label weights: `answer_weight` for the answers to questions (one word, easily drowned by the
+    captions' ~25 tokens each), 1 elsewhere."""
     import torch
 
-    rows, labels = [], []
+    rows, labels, weights = [], [], []
     for _, prompt, answer in examples:
         head = [VOCAB["<s>"]] + [VOCAB["<image>"]] * N_PATCHES + tok(prompt, add_special_tokens=False).input_ids
         tail = tok(answer, add_special_tokens=False).input_ids + [VOCAB["</s>"]]
         rows.append(head + tail)
         labels.append([-100] * len(head) + tail)
+        weights.append([0.0] * len(head) + [answer_weight if prompt else 1.0] * len(tail))
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), VOCAB["<pad>"], dtype=torch.long)
     lab = torch.full((len(rows), width), -100, dtype=torch.long)
     att = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (r, l) in enumerate(zip(rows, labels)):
+    wts = torch.zeros((len(rows), width))
+    for i, (r, l, w) in enumerate(zip(rows, labels, weights)):
         ids[i, :len(r)] = torch.tensor(r)
         lab[i, :len(l)] = torch.tensor(l)
+        wts[i, :len(w)] = torch.tensor(w)
         att[i, :len(r)] = 1
-    return ids, att, lab
+    return ids, att, lab, wts
+
+
+def weighted_lm_loss(logits, labels, weights):
+    """Next-token cross-entropy, weighted per label (the weighted mean over labelled tokens)."""
+    import torch.nn.functional as F
+
+    logits, labels, weights = logits[:, :-1].float(), labels[:, 1:], weights[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                         reduction="none")
+    w = weights.reshape(-1)
+    return (ce * w).sum() / w.sum()
 
 
 def quick_caption_acc(model, data: ShapesDataset, n: int = 64) -> float:
@@ -307,7 +329,8 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
         log(f"LLaVA vision tower initialised from the CLIP image tower ({missing})")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"LLaVA: {n_params / 1e6:.2f}M parameters, {args.llava_steps} steps batch {args.llava_batch}, "
-        f"masked share {args.masked_share}, question share {args.question_share}")
+        f"masked share {args.masked_share} (background-only {args.background_share}), question share "
+        f"{args.question_share} (answer weight {args.answer_weight})")
     vision = [p for n, p in model.named_parameters() if "vision_tower" in n]
     rest = [p for n, p in model.named_parameters() if "vision_tower" not in n]
     opt = torch.optim.AdamW([{"params": vision, "lr_scale": args.vision_lr_scale}, {"params": rest, "lr_scale": 1.0}],
@@ -325,13 +348,15 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
         lr = cosine_lr(step, args.llava_steps, args.llava_warmup, args.llava_lr, progress=prog)
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        examples = [llava_example(data.sample(cursor + i), rng, args.masked_share, args.question_share)
+        examples = [llava_example(data.sample(cursor + i), rng, args.masked_share, args.question_share,
+                                  args.background_share)
                     for i in range(args.llava_batch)]
         cursor += args.llava_batch
-        ids, att, lab = encode_batch(examples, tok)
+        ids, att, lab, wts = encode_batch(examples, tok, args.answer_weight)
         pixels = to_pixels([e[0] for e in examples])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            loss = model(input_ids=ids, attention_mask=att, pixel_values=pixels, labels=lab).loss
+            logits = model(input_ids=ids, attention_mask=att, pixel_values=pixels).logits
+        loss = weighted_lm_loss(logits, lab, wts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -373,7 +398,10 @@ def main(argv=None):
     p.add_argument("--llava-minutes", type=float, default=32.0, help="time budget (see --clip-minutes)")
     p.add_argument("--vision-lr-scale", type=float, default=0.5)
     p.add_argument("--masked-share", type=float, default=0.2)
-    p.add_argument("--question-share", type=float, default=0.08)
+    p.add_argument("--question-share", type=float, default=0.15)
+    p.add_argument("--answer-weight", type=float, default=4.0, help="loss weight of yes/no answers")
+    p.add_argument("--background-share", type=float, default=0.25,
+                   help="share of masked views that keep only background (target: 'a striped background')")
     p.add_argument("--no-clip-init", action="store_true", help="train the LLaVA vision tower from scratch")
     p.add_argument("--progress-every", type=int, default=1000)
     p.add_argument("--eval-images", type=int, default=1000)

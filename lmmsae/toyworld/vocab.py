@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from lmmsae.datasets.shapes import COLORS, SHAPES, SIZES
+from lmmsae.datasets.shapes import BACKGROUND_ADJECTIVES, COLORS, SHAPES, SIZES
 
 PAD, BOS, EOS, UNK, IMAGE = "<pad>", "<s>", "</s>", "<unk>", "<image>"
 SPECIALS = [PAD, BOS, EOS, UNK, IMAGE]  # ids 0..4
 WORDS = ["a", *SIZES, *COLORS, *SHAPES, "at", "in", "the", "top", "bottom", "left", "right", "center",
-         "and", "is", "there", "?", "yes", "no"]
+         "and", "is", "there", "?", "yes", "no", "on", "background",
+         *dict.fromkeys(BACKGROUND_ADJECTIVES.values())]
 VOCAB = {tok: i for i, tok in enumerate(SPECIALS + WORDS)}
 
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from lmmsae.datasets.shapes import (BACKGROUNDS, COLORS, DIM, POSITIONS, SHAPES, SIZES, ShapesDataset,
-                                    caption_for, describe_object, masked_view, object_view, parse_caption,
-                                    patch_mask, question_for)
+                                    background_view, caption_for, describe_background, describe_object,
+                                    masked_view, object_view, parse_background, parse_caption, patch_mask,
+                                    question_for)
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +115,40 @@ def test_captions_follow_the_grammar_and_parse_back(samples):
     for s in samples:
         objs = s.truth["objects"]
         cap = s.truth["caption"]
-        assert cap == " and ".join(describe_object(o) for o in objs) == caption_for(list(reversed(objs)))
+        background = describe_background(s.truth["background"])
+        assert cap == " and ".join(describe_object(o) for o in objs) + " on " + background
+        assert cap == caption_for(list(reversed(objs)), s.truth["background"])
         parsed = parse_caption(cap)
         assert parsed == [{k: o[k] for k in ("size", "color", "shape", "position")} for o in objs]
+        assert parse_background(cap) == parse_background(background) == s.truth["background"]
+        assert parse_caption(background) == []
     one = {"size": "large", "color": "red", "shape": "circle", "row": 0, "col": 0, "position": "top left"}
     two = {"size": "small", "color": "blue", "shape": "square", "row": 1, "col": 1, "position": "center"}
     assert caption_for([two, one]) == "a large red circle at the top left and a small blue square in the center"
+    assert caption_for([one], "checkerboard") == "a large red circle at the top left on a checkered background"
+    assert [describe_background(b) for b in BACKGROUNDS] == [
+        "a black background", "a grey background", "a white background", "a striped background",
+        "a checkered background", "a noisy background"]
     assert parse_caption("a red circle") is None
+    assert parse_background("a red circle") is None and parse_background("a plaid background") is None
     assert question_for("red", "circle") == "is there a red circle ?"
+
+
+def test_background_view_keeps_only_whole_object_free_patches(samples):
+    patch = 12
+    for i, s in enumerate(samples[:30]):
+        view = np.asarray(background_view(s, np.random.default_rng(i), patch)).astype(np.float32)
+        img = np.asarray(s.image).astype(np.float32)
+        cells = lambda a: a.reshape(8, patch, 8, patch, 3).transpose(0, 2, 1, 3, 4).reshape(8, 8, -1)  # noqa: E731
+        kept = (cells(view) == cells(img)).all(-1)
+        dimmed = (cells(view) == cells(np.rint(img * DIM))).all(-1)
+        assert (kept | dimmed).all()  # whole patches, kept or dimmed
+        shown = kept & ~dimmed
+        objects = np.zeros(img.shape[:2], bool)
+        for o in s.truth["objects"]:
+            objects |= o["mask"]
+        assert not (np.kron(shown, np.ones((patch, patch), bool)) & objects).any()
+        assert shown.any() or s.truth["background"] == "black"
 
 
 def test_masked_view_dims_exactly_the_pixels_outside_the_mask(samples):

@@ -1,5 +1,6 @@
 """A features.h5 of an oracle SAE on the toy world, written by the real cache writer: latent j fires on
-the pixels of objects with attribute ATTRIBUTES[j] (each patch's value = the fraction of its pixels)."""
+the pixels of objects with attribute ATTRIBUTES[j], or ("background", name) on the object-free patches
+of images with that background (each patch's value = the fraction of its pixels)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ def attribute_maps(sample, attributes=ATTRIBUTES) -> np.ndarray:
     for j, (key, value) in enumerate(attributes):
         mask = np.zeros((h, w), bool)
         for obj in sample.truth["objects"]:
-            if obj[key] == value:
+            if key == "background" or obj[key] == value:
                 mask |= obj["mask"]
-        out[:, j] = mask.reshape(GRID, h // GRID, GRID, w // GRID).mean(axis=(1, 3)).ravel()
+        if key == "background":  # ("background", name): every pixel off the objects, on that background
+            mask = ~mask if sample.truth["background"] == value else np.zeros((h, w), bool)
+        frac = mask.reshape(GRID, h // GRID, GRID, w // GRID).mean(axis=(1, 3)).ravel()
+        out[:, j] = np.floor(frac) if key == "background" else frac  # background: whole free patches only
     return out
 
 

@@ -82,7 +82,7 @@ def test_attribution_of_a_colour_answer_finds_the_objects_feature(toy):
                 hits += 1
                 break
         tried += 1
-        if tried == 10:
+        if tried == 20:
             break
     print(f"\nattribution: a top-5 feature fires mainly on the named object in {hits}/{tried} images")
-    assert tried >= 5 and hits >= 0.8 * tried
+    assert tried >= 10 and hits >= 0.7 * tried
