@@ -3,7 +3,7 @@
 RUN_CONFIG = "run.yaml"
 ENV = "env.json"
 EVENTS = "events.jsonl"
-COMPLETE_SUFFIX = ".complete"
+STATE_SUFFIX = ".state.json"      # beside every stage output: its fingerprint and status (lmmsae.plan)
 
 ACTIVATIONS = "collect/activations.h5"
 SAE_DIR = "sae"                      # sae/<hookpoint>/{cfg.json, sae.safetensors}

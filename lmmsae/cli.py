@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -57,9 +58,32 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            message = disk_error(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
         except KeyboardInterrupt:
             click.echo("interrupted: continue with the same command plus --resume --name <run>", err=True)
             sys.exit(130)
+
+
+DISK_HINTS = {
+    errno.ENOSPC: "free some space, then continue with --resume (nothing half-written is kept)",
+    errno.EDQUOT: "free some space, then continue with --resume (nothing half-written is kept)",
+    errno.EROFS: "choose a writable folder with --out",
+    errno.EACCES: "choose a folder you may write to with --out",
+    errno.EPERM: "choose a folder you may write to with --out",
+}
+
+
+def disk_error(exc: OSError) -> str | None:
+    """One line for the file-system errors a user fixes (disk full, read-only, no permission)."""
+    hint = DISK_HINTS.get(exc.errno)
+    if hint is None:
+        return None
+    where = f" {exc.filename!s}" if exc.filename else ""
+    return f"cannot write{where}: {exc.strerror or exc}: {hint}"
 
 
 @click.group(cls=LazyGroup)

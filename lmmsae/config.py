@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from lmmsae.errors import UserError, did_you_mean
 COMPONENT_SECTIONS = {"model": "models", "dataset": "datasets", "sae": "saes", "explainer": "explainers"}
 LIST_SECTIONS = {"scorers": "scorers"}
 STAGES = ("collect", "train", "cache", "explain", "score", "report", "steer", "compare")
-TOP_LEVEL = ("name", "out", "seed", "device", "dtype", "hookpoints")
+TOP_LEVEL = ("name", "out", "seed", "device", "dtype", "hookpoints", "on_bad_sample")
 DTYPES = ("float32", "float16", "bfloat16")
 
 DEFAULTS: dict[str, Any] = {
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "cpu",
     "dtype": "float32",
     "hookpoints": ["layers.2"],
+    "on_bad_sample": "skip",
     "dataset": {"name": "shapes"},
     "model": {"name": "toy-llava"},
     "sae": {"name": "topk"},
@@ -59,6 +61,7 @@ class RunConfig:
     device: str
     dtype: str
     hookpoints: list[str]
+    on_bad_sample: str
     dataset: ComponentConfig
     model: ComponentConfig
     sae: ComponentConfig
@@ -91,7 +94,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config file {str(path)!r} is not UTF-8 text: give a YAML file") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {str(path)!r} is a folder: give a YAML file") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "syntax error"
         raise UserError(f"config file {str(path)!r} is not valid YAML: {first}") from None
@@ -204,10 +211,14 @@ def validate(data: dict[str, Any]) -> RunConfig:
         device: str = "cpu"
         dtype: str = "float32"
         hookpoints: list[str] = field(default_factory=list)
+        on_bad_sample: str = "skip"
 
     top = parse_options(Top, {k: data.get(k) for k in TOP_LEVEL if data.get(k) is not None}, where="config")
     if top.dtype not in DTYPES:
         raise UserError(f"dtype {top.dtype!r} is not supported.{did_you_mean(top.dtype, DTYPES)} Use one of {', '.join(DTYPES)}")
+    check_device(top.device)
+    if top.on_bad_sample not in ("skip", "stop"):
+        raise UserError(f"on_bad_sample = {top.on_bad_sample!r}: use skip (record and go on) or stop")
     if not top.hookpoints:
         raise UserError("no hookpoint given: pass --hookpoint, e.g. --hookpoint layers.2")
     comps = {}
@@ -218,6 +229,16 @@ def validate(data: dict[str, Any]) -> RunConfig:
         **dataclasses.asdict(top), **comps, scorers=scorers,
         stages={s: dict(data.get(s) or {}) for s in STAGES},
     )
+
+
+DEVICE = re.compile(r"(auto|cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)")
+
+
+def check_device(device: str) -> None:
+    """Device names torch knows; anything else is a one-line error before any model loads."""
+    if not DEVICE.fullmatch(str(device)):
+        raise UserError(f"device {device!r} is not known: use cpu, cuda, cuda:N or auto"
+                        f"{did_you_mean(str(device), ('cpu', 'cuda', 'auto'))}")
 
 
 def _component(value: Any, where: str) -> ComponentConfig:

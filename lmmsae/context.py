@@ -1,11 +1,12 @@
-"""What a stage receives: the validated config, its run directory, and component loading."""
+"""What a stage receives: the validated config, its run directory, the plan, and one factory for components."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from lmmsae.config import COMPONENT_SECTIONS, ComponentConfig, RunConfig
+from lmmsae.errors import UserError
 from lmmsae.rundir import RunDir
 
 
@@ -13,6 +14,13 @@ from lmmsae.rundir import RunDir
 class RunContext:
     config: RunConfig
     run: RunDir
+    overwrite: tuple[str, ...] = ()          # stages to remake even when current (--overwrite)
+    runs: set = field(default_factory=set)   # the stages this command executes (set by plan_for)
+    created: bool = False                    # this command created the run directory
+    _plan: Any = field(default=None, repr=False)
+    _built: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -- options and components
 
     def component(self, section: str, spec: ComponentConfig | None = None):
         """(Component, validated options) for a config section such as "sae" or a scorer spec."""
@@ -23,18 +31,93 @@ class RunContext:
         component = plugins.get(kind, spec.name)
         return component, component.options(spec.options)
 
+    def build(self, section: str):
+        """The run's component of a config section, built once per context: "dataset" and "model"
+        (the adapter on the run's device and dtype). Constructor contracts: docs/plugins.md."""
+        if section not in self._built:
+            component, options = self.component(section)
+            cls = component.load()
+            self._built[section] = BUILDERS[section](cls, options, self)
+        return self._built[section]
+
     def stage_options(self, stage: str, options_cls: type):
         return self.config.stage_options(stage, options_cls)
 
     def log(self, event: str, **fields: Any) -> None:
-        self.run.log(event, **fields)
+        if self.run is not None:
+            self.run.log(event, **fields)
 
-    def validate(self) -> None:
+    # -- the plan (lmmsae.plan)
+
+    def plan_for(self, runs: Iterable[str], targets: Iterable[str] | None = None):
+        """Plan this config against the run directory; stages ask `units()` for their part of it."""
+        from lmmsae import plan
+
+        self.runs = set(runs)
+        self._plan = plan.build(self, runs, targets, self.overwrite)
+        return self._plan
+
+    @property
+    def plan(self):
+        return self._plan
+
+    def units(self, stage: str):
+        """The planned units of `stage` (planning it alone when no plan covers it yet)."""
+        if self._plan is None or stage not in self._plan.runs:
+            self.plan_for([stage])
+        return self._plan.of(stage)
+
+    def unit(self, path: str):
+        return self._plan.unit(path)
+
+    def start(self, unit) -> bool:
+        """Get `unit` ready to be made, as its status says: False when it is current (nothing to do);
+        otherwise its inputs must be current, a stale output is discarded, and its state says running."""
+        if not unit.todo:
+            if unit.current:
+                self.log("stage-skip", stage=unit.stage, path=unit.path, reason="current")
+            return False
+        for path in (*unit.inputs,):
+            self._plan.require(path, self.run.path.name)
+        if unit.status in ("run", "rerun"):
+            self.run.discard(unit.path)
+        reads = {}
+        for path in (*unit.inputs, *unit.optional):
+            state = self.run.state(path) if path in self._plan.by_path else None
+            if state and state.get("status") == "complete" and state.get("fingerprint") == self._plan.unit(path).fingerprint:
+                reads[path] = state.get("instance", "")
+            elif path in unit.inputs:
+                raise UserError(f"{path} changed while {unit.stage} was starting: run the command again")
+            else:
+                reads[path] = "absent"
+        self.run.begin(unit, reads)
+        self.log("unit-start", stage=unit.stage, path=unit.path, status=unit.status, reason=unit.reason)
+        return True
+
+    def finish(self, unit, **info: Any) -> None:
+        """Record `unit` complete (after its output is fully written); later stages may now read it."""
+        state = self.run.complete(unit, **info)
+        unit.status, unit.reason = "current", ""
+        self.log("unit-done", stage=unit.stage, path=unit.path, seconds=state["seconds"])
+
+    def adopt(self, path: str, **info: Any) -> None:
+        """Record an output written outside its stage (a test's oracle features.h5, an imported file)
+        as made by this config, so later stages read it as current."""
+        from lmmsae.plan import ALL_STAGES
+
+        unit = self.plan_for(ALL_STAGES).unit(path)
+        reads = {p: (self.run.state(p) or {}).get("instance", "absent") for p in (*unit.inputs, *unit.optional)}
+        self.run.begin(unit, reads)
+        self.run.complete(unit, **info)
+        self._plan = None
+
+    # -- validation before any work
+
+    def validate(self, stages: Iterable[str] = ()) -> None:
         """Check every component's and stage's options up front, so a typo fails before hours of work."""
-        import importlib
-
         from lmmsae import plugins
         from lmmsae.config import STAGES
+        from lmmsae.plan import stage_module
 
         for section in COMPONENT_SECTIONS:  # names first: a typo must not wait for torch to import
             plugins.get(COMPONENT_SECTIONS[section], getattr(self.config, section).name)
@@ -45,10 +128,15 @@ class RunContext:
         for spec in self.config.scorers:
             self.component("scorers", spec)
         for stage in STAGES:
-            try:
-                module = importlib.import_module(f"lmmsae.stages.{stage}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"lmmsae.stages.{stage}":
-                    raise
-                continue
-            self.stage_options(stage, module.Options)
+            self.stage_options(stage, stage_module(stage).Options)
+
+
+def _model(cls, options, ctx: RunContext):
+    return cls(options, device=ctx.config.device, dtype=ctx.config.dtype)
+
+
+def _dataset(cls, options, ctx: RunContext):
+    return cls(options)
+
+
+BUILDERS = {"model": _model, "dataset": _dataset}

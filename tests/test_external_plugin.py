@@ -58,5 +58,5 @@ def test_bad_root_and_corrupt_image_are_clear(external_plugins, tmp_path):
         component.load()(component.options({"root": str(tmp_path / "nope")}))
     (tmp_path / "broken.png").write_bytes(b"not a png")
     dataset = component.load()(component.options({"root": str(tmp_path)}))
-    with pytest.raises(UserError, match="image 'broken.png' cannot be read"):
+    with pytest.raises(UserError, match="sample 'broken.png': image cannot be read"):  # a BadSample: skipped by stages
         dataset.sample(0)

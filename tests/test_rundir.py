@@ -36,13 +36,20 @@ def test_event_log_appends_json_lines(tmp_path):
     assert [e["event"] for e in lines] == ["start", "stage-done"] and lines[1]["stage"] == "collect"
 
 
-def test_completion_marker_needed_for_complete(tmp_path):
+def test_state_record_needed_for_complete(tmp_path):
+    from lmmsae.plan import Unit
+
     run = RunDir.create(tmp_path, "exp")
     (run.path / "collect").mkdir()
     (run.path / artifacts.ACTIVATIONS).write_text("partial")
-    assert not run.is_complete(artifacts.ACTIVATIONS)
-    run.mark_complete(artifacts.ACTIVATIONS, n=3)
-    assert run.is_complete(artifacts.ACTIVATIONS)
+    assert not run.is_complete(artifacts.ACTIVATIONS) and run.state(artifacts.ACTIVATIONS) is None
+    unit = Unit("collect", artifacts.ACTIVATIONS, {"a": 1}, fingerprint="f1", records="r1")
+    run.begin(unit, {})
+    assert run.state(artifacts.ACTIVATIONS)["status"] == "running" and not run.is_complete(artifacts.ACTIVATIONS)
+    state = run.complete(unit, n=3)
+    assert run.is_complete(artifacts.ACTIVATIONS) and state["info"] == {"n": 3} and state["fingerprint"] == "f1"
+    (run.path / artifacts.ACTIVATIONS).unlink()  # a state without its output counts as nothing
+    assert run.state(artifacts.ACTIVATIONS) is None
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

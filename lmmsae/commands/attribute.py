@@ -28,11 +28,11 @@ def attribute(params):
     from lmmsae.atomic import atomic_write_text
     from lmmsae.jsonl import clean_json
     from lmmsae.attribution import attribute_answer
-    from lmmsae.steering.loading import load_dataset, load_model_and_sae
+    from lmmsae.steering.loading import load_model_and_sae
 
     ctx = make_context(params)
     adapter, hookpoint, sae = load_model_and_sae(ctx, params.get("sae_path"))
-    dataset = load_dataset(ctx)
+    dataset = ctx.build("dataset")
     indices = list(params.get("image_indices") or (0,))
     samples = [dataset.sample(i) for i in indices]
     result = attribute_answer(adapter, sae, hookpoint, samples, params.get("prompt"), params["answer"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -9,7 +10,7 @@ import click
 
 from lmmsae.errors import UserError
 
-CONFIG_FLAGS = ("seed", "device", "dtype", "model", "dataset", "sae", "explainer")
+CONFIG_FLAGS = ("seed", "device", "dtype", "model", "dataset", "sae", "explainer", "on_bad_sample")
 
 
 def config_options(fn):
@@ -18,7 +19,8 @@ def config_options(fn):
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML config (e.g. a run's run.yaml)."),
         click.option("--name", help="Run name (folder under --out); default: a timestamp."),
         click.option("--out", help="Folder holding run directories (default: runs)."),
-        click.option("--resume", is_flag=True, help="Continue the run named by --name."),
+        click.option("--resume", is_flag=True, help="Continue the run named by --name: outputs whose options or "
+                     "inputs changed are made again, current ones are kept."),
         click.option("--seed", type=int, help="Seed for every random generator."),
         click.option("--device", help="cpu, cuda, cuda:1, ..."),
         click.option("--dtype", help="float32, float16 or bfloat16."),
@@ -26,6 +28,8 @@ def config_options(fn):
         click.option("--dataset", help="Dataset name."),
         click.option("--sae", help="SAE architecture name."),
         click.option("--explainer", help="Explainer name."),
+        click.option("--on-bad-sample", "on_bad_sample", type=click.Choice(["skip", "stop"]),
+                     help="An unreadable image or sample: skip it (reported and recorded; the default) or stop."),
         click.option("--scorer", "scorers", multiple=True, help="Scorer name (repeatable)."),
         click.option("--hookpoint", "hookpoints", multiple=True, help="Hookpoint, e.g. layers.2 (repeatable, globs allowed)."),
         click.option("-o", "--override", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -36,12 +40,20 @@ def config_options(fn):
     return fn
 
 
-def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] = (), stage: str | None = None):
-    """Resolve the config (defaults < file < flags < overrides), open or create the run dir, save both.
+def dry_run_option(fn):
+    return click.option("--dry-run", is_flag=True, help="Print the plan (what runs, what is current, what is "
+                        "skipped and why) and change nothing.")(fn)
 
-    On --resume the config must match the saved one, except the section of the `stage` being run:
-    running a stage again with new settings (steer other features, compare more explainers) is how
-    a finished run is extended; the change is saved and logged.
+
+def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] = (), stage: str | None = None,
+                 runs: tuple[str, ...] | None = None, targets: tuple[str, ...] | None = None, create: bool = True):
+    """Resolve the config (defaults < file < flags < overrides), validate it, plan the stages `runs`
+    (default: `stage` alone), and only then create or update the run directory.
+
+    Nothing is written when anything fails before that point: no run folder for a rejected new run,
+    no new run.yaml for a rejected --resume. On --resume every section may change: the plan says
+    which outputs that makes stale, and those are made again (`--dry-run` shows it first). The
+    scorers of a resumed run are kept and `--scorer` adds to them.
 
     Under torchrun (WORLD_SIZE > 1) every rank opens the same existing run (--resume), and only
     rank 0 saves the config and logs.
@@ -50,7 +62,7 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
 
     from lmmsae import config as cfg
     from lmmsae.context import RunContext
-    from lmmsae.rundir import RunDir
+    from lmmsae.rundir import RunDir, check_run_name
     from lmmsae.seeding import seed_everything
 
     flags = {k: params.get(k) for k in CONFIG_FLAGS}
@@ -60,6 +72,10 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
     overrides = [cfg.parse_override(o) for o in params.get("overrides") or ()] + list(extra_overrides)
     out = params.get("out") or (file or {}).get("out") or cfg.DEFAULTS["out"]
     name = params.get("name") or (file or {}).get("name")
+    if name is not None:
+        check_run_name(name)
+    runs = tuple(runs if runs is not None else ((stage,) if stage else ()))
+    overwrite = tuple(params.get("overwrite") or ())
 
     world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     leader = os.environ.get("RANK", "0") in ("", "0")
@@ -70,30 +86,70 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
     if params.get("resume"):
         run = RunDir.open(out, name)
         saved = run.saved_config()
+        if flags["scorers"]:
+            known = [s.get("name") if isinstance(s, dict) else s for s in saved.get("scorers") or []]
+            flags["scorers"] = list(saved.get("scorers") or []) + [s for s in flags["scorers"] if s not in known]
         config = cfg.resolve(base=cfg.resolve(base=None, file=saved).to_dict(), file=file, flags=flags, overrides=overrides)
-        changed = [k for k in _diff(saved, config.to_dict()) if stage is None or not k.startswith(f"{stage}.")]
-        if changed:
-            raise UserError(f"--resume with a different config ({', '.join(changed)}): "
-                            f"drop those settings, or start a new run with another --name")
-        ctx = RunContext(config, run)
-        ctx.validate()
-        if config.to_dict() != saved and leader:
-            run.write_config(config)
-            run.log("config-changed", stage=stage, section=config.to_dict().get(stage))
-        if leader:
-            run.log("resume", stage=stage)
     else:
         config = cfg.resolve(file=file, flags={**flags, "out": params.get("out"), "name": params.get("name")},
                              overrides=overrides)
-        ctx = RunContext(config, None)  # validate before creating anything on disk
-        ctx.validate()
-        ctx.run = RunDir.create(config.out, config.name)
-        config.name = ctx.run.path.name
-        ctx.run.write_config(config)
-        ctx.run.write_env()
-        ctx.run.log("start", name=config.name)
+        run = RunDir.planned(config.out, config.name)
+    ctx = RunContext(config, run, overwrite=overwrite)
+    ctx.validate(runs)
+    ctx.plan_for(runs, targets)
+    if not create:
+        return ctx  # --dry-run: the plan shows what is missing
+    ctx.plan.check_inputs()
+    if params.get("resume"):
+        if config.to_dict() != saved and leader:
+            run.write_config(config)
+            run.log("config-changed", stage=stage, changed=_diff(saved, config.to_dict()))
+        if leader:
+            run.log("resume", stage=stage, runs=list(runs))
+    else:
+        ctx.run = run = RunDir.create(config.out, config.name)
+        config.name = run.path.name
+        run.write_config(config)
+        run.write_env()
+        run.log("start", name=config.name, runs=list(runs))
+        ctx.created = True
     seed_everything(config.seed)
     return ctx
+
+
+@contextlib.contextmanager
+def cleanup_on_failure(ctx):
+    """A new run that failed before any stage wrote an output leaves no folder behind (the name stays free)."""
+    try:
+        yield
+    except BaseException:
+        if getattr(ctx, "created", False) and ctx.run is not None and not _has_outputs(ctx.run.path):
+            import shutil
+
+            shutil.rmtree(ctx.run.path, ignore_errors=True)
+        raise
+
+
+def _has_outputs(path) -> bool:
+    from lmmsae import artifacts
+
+    own = {artifacts.RUN_CONFIG, artifacts.ENV, artifacts.EVENTS}
+    return any(p.name not in own for p in path.iterdir()) if path.is_dir() else False
+
+
+def run_stages(ctx, stages: tuple[str, ...]) -> None:
+    """Run each stage that has work in the plan, in order, logging its start and end."""
+    from lmmsae.plan import stage_module
+
+    for stage in stages:
+        units = ctx.plan.of(stage)
+        if units and not any(u.todo for u in units):
+            if ctx.run is not None and any(u.needed for u in units):
+                ctx.log("stage-skip", stage=stage, reason="current")
+            continue
+        ctx.log("stage-start", stage=stage)
+        stage_module(stage).run(ctx)
+        ctx.log("stage-done", stage=stage)
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -117,18 +173,6 @@ def extra_overrides(stage: str, params: dict[str, Any], names: list[str]) -> lis
             continue
         out.append((f"{stage}.{n}", list(value) if isinstance(value, tuple) else value))
     return out
-
-
-def stage_module(stage: str):
-    """The stage's module, or a clear error while that stage is still to be built."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"lmmsae.stages.{stage}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"lmmsae.stages.{stage}":
-            raise UserError(f"the {stage!r} stage is not yet available in lmmsae {__import__('lmmsae').__version__}") from None
-        raise
 
 
 def echo_done(ctx) -> None:

@@ -34,7 +34,7 @@ def hallucination(params):
     from lmmsae.atomic import atomic_write_text
     from lmmsae.jsonl import clean_json
     from lmmsae.hallucination import run_checks
-    from lmmsae.steering.loading import check_features, load_adapter, load_dataset, load_model_and_sae
+    from lmmsae.steering.loading import check_features, load_model_and_sae
 
     ctx = make_context(params)
     needs_sae = bool(params.get("ablate") or params.get("features"))
@@ -42,8 +42,8 @@ def hallucination(params):
         adapter, hookpoint, sae = load_model_and_sae(ctx, params.get("sae_path"))
         check_features(sae, [*params.get("ablate", ()), *params.get("features", ())])
     else:
-        adapter, hookpoint, sae = load_adapter(ctx), None, None
-    dataset = None if params.get("pope_file") else load_dataset(ctx)
+        adapter, hookpoint, sae = ctx.build("model"), None, None
+    dataset = None if params.get("pope_file") else ctx.build("dataset")
     result = run_checks(adapter, hookpoint, sae, dataset=dataset, pope_file=params.get("pope_file"),
                         image_root=params.get("image_root"), template=params["template"],
                         n_images=params["n_images"], strategy=params["strategy"], ablate=list(params.get("ablate", ())),

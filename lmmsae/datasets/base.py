@@ -9,6 +9,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from lmmsae.errors import UserError
+
 
 @dataclass
 class Sample:
@@ -18,6 +20,17 @@ class Sample:
     image: Any  # PIL.Image.Image, or None for text-only samples
     prompt: str = ""
     truth: dict[str, Any] | None = field(default=None)
+
+
+class BadSample(UserError):
+    """A sample that cannot be used (an unreadable or corrupt image, ...). Raised by a dataset's
+    `sample()` or a model's `prepare()`; every stage that reads images skips it (recorded) or stops,
+    as `on_bad_sample` says (lmmsae.loader)."""
+
+    def __init__(self, sample_id: str, reason: str):
+        super().__init__(f"sample {sample_id!r}: {reason}")
+        self.sample_id = sample_id
+        self.reason = reason
 
 
 class Dataset(ABC):

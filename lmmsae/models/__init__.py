@@ -9,9 +9,3 @@ def load_adapter(name: str, options: dict | None = None, device: str = "cpu", dt
 
     component = plugins.get("models", name)
     return component.load()(component.options(options), device=device, dtype=dtype)
-
-
-def from_context(ctx):
-    """The run's model adapter, on the run's device and dtype."""
-    component, options = ctx.component("model")
-    return component.load()(options, device=ctx.config.device, dtype=ctx.config.dtype)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from lmmsae.datasets.base import BadSample
 from lmmsae.errors import UserError
 
 
@@ -179,16 +180,12 @@ class ModelAdapter(ABC):
         """What identifies the model (stored in artifacts' attributes)."""
 
 
-class BadImage(UserError):
-    """An image the model cannot take (corrupt, zero size, not convertible to RGB), with its sample id.
-
-    `collect` catches it to skip the sample (or stop, by flag); elsewhere it is a one-line UserError.
-    """
+class BadImage(BadSample):
+    """An image the model cannot take (corrupt, zero size, not convertible to RGB), with its sample id:
+    skipped or stopped on like any bad sample (lmmsae.loader)."""
 
     def __init__(self, sample_id: str, reason: str):
-        super().__init__(f"sample {sample_id!r}: image {reason}")
-        self.sample_id = sample_id
-        self.reason = reason
+        super().__init__(sample_id, f"image {reason}")
 
 
 def check_image(image: Any, sample_id: str = "?"):

@@ -49,14 +49,36 @@ CLI_PARAMS = [
 ]
 
 
-def run(ctx) -> None:
-    """Cache the run's SAE features; skip when complete, resume from the last checkpoint when partial."""
+def units(ctx) -> list:
+    """features.h5: made from the model, the dataset, the SAE (the run's sae/, or `sae_path`) and
+    these options."""
+    from lmmsae.fingerprint import path_fingerprint, without
+    from lmmsae.plan import Unit
+
+    c = ctx.config
     opts = ctx.stage_options("cache", Options)
-    rel = artifacts.FEATURES
-    if ctx.run.is_complete(rel):
-        ctx.log("cache-skip", reason="complete", path=rel)
+    options = {"model": c.model.to_dict(), "dataset": c.dataset.to_dict(), "dtype": c.dtype, "seed": c.seed,
+               "hookpoint": opts.hookpoint or c.hookpoints[0], "on_bad_sample": c.on_bad_sample,
+               "cache": without(opts, "batch_size", "checkpoint_every", "shard_index", "n_shards")}
+    if opts.sae_path:
+        return [Unit("cache", artifacts.FEATURES, options,
+                     external={"sae_path": path_fingerprint(opts.sae_path, "cache.sae_path")})]
+    return [Unit("cache", artifacts.FEATURES, options, inputs=(artifacts.SAE_DIR,))]
+
+
+def run(ctx) -> None:
+    """Cache the run's SAE features; resume from the last checkpoint when interrupted."""
+    opts = ctx.stage_options("cache", Options)
+    (unit,) = ctx.units("cache")
+    if not unit.todo:
+        ctx.log("stage-skip", stage="cache", reason="current")
         return
     rank, world = shard_of(opts)
+    torchrun = "WORLD_SIZE" in os.environ and opts.n_shards is None
+    if not torchrun or rank == 0:
+        ctx.start(unit)
+    if torchrun and world > 1:
+        _barrier()
     device = ctx.config.device
     if world > 1 and device == "cuda":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
@@ -64,38 +86,44 @@ def run(ctx) -> None:
     adapter = model_comp.load()(model_opts, device=device, dtype=ctx.config.dtype)
     hookpoint = adapter.resolve_hookpoints([opts.hookpoint or ctx.config.hookpoints[0]])[0]
     sae, sae_identity = load_sae_for(ctx, hookpoint, opts.sae_path, device)
-    data_comp, data_opts = ctx.component("dataset")
-    dataset = data_comp.load()(data_opts)
+    dataset = ctx.build("dataset")
     attrs = {"hookpoint": hookpoint, "model": adapter.identity(), "sae": sae_identity,
              "dataset": {"name": ctx.config.dataset.name, **dataset.identity()}}
-    if world == 1:
-        out = ctx.run.file(rel)
-    else:
-        out = ctx.run.file(f"{artifacts.FEATURE_SHARDS_DIR}/features-{rank:03d}-of-{world:03d}.h5")
+    out = ctx.run.file(artifacts.FEATURES if world == 1 else shard_paths(ctx.run.path, world)[rank])
     ctx.log("cache-start", hookpoint=hookpoint, shard=rank, shards=world, resume=out.exists())
+    from lmmsae.loader import Policy
+
+    policy = Policy(ctx.config.on_bad_sample, "cache", ctx.log)
     cache_features(adapter, sae, dataset, hookpoint, out, opts, seed=ctx.config.seed, shard=(rank, world),
-                   attrs=attrs)
+                   attrs=attrs, policy=policy)
     if world == 1:
-        ctx.run.mark_complete(rel)
+        ctx.finish(unit, hookpoint=hookpoint, skipped=len(policy.skipped))
     else:
-        ctx.run.mark_complete(str(out.relative_to(ctx.run.path)))
-        merge_shards(ctx, world, rank, torchrun="WORLD_SIZE" in os.environ and opts.n_shards is None)
-    ctx.log("cache-done", path=rel, complete=ctx.run.is_complete(rel))
+        ctx.run.complete(_shard_unit(unit, ctx.run.path, out), hookpoint=hookpoint, shard=rank,
+                         skipped=len(policy.skipped))
+        merge_shards(ctx, unit, world, rank, torchrun)
+    ctx.log("cache-done", path=artifacts.FEATURES, complete=unit.current)
 
 
-def merge_shards(ctx, world: int, rank: int, torchrun: bool) -> None:
+def _shard_unit(unit, run_path: Path, shard: Path):
+    import dataclasses
+
+    return dataclasses.replace(unit, path=str(Path(shard).relative_to(run_path)))
+
+
+def merge_shards(ctx, unit, world: int, rank: int, torchrun: bool) -> None:
     """Under torchrun: wait for every rank, rank 0 merges. Shards started by hand: whichever finishes
-    last (all shard markers present) merges."""
+    last (every shard complete with this fingerprint) merges."""
     from lmmsae.stores.features import merge
 
-    rel = artifacts.FEATURES
     paths = shard_paths(ctx.run.path, world)
     if torchrun:
         _barrier()
-    done = all(ctx.run.is_complete(str(p.relative_to(ctx.run.path))) for p in paths)
+    states = [ctx.run.state(str(p.relative_to(ctx.run.path))) for p in paths]
+    done = all(s and s.get("status") == "complete" and s.get("fingerprint") == unit.fingerprint for s in states)
     if done and (rank == 0 or not torchrun):
-        merge(paths, ctx.run.file(rel))
-        ctx.run.mark_complete(rel, shards=world)
+        merge(paths, ctx.run.file(artifacts.FEATURES))
+        ctx.finish(unit, shards=world)
     elif not torchrun:
         ctx.log("cache-shard-done", shard=rank, shards=world, waiting_for="the other shards, then this merges")
     if torchrun:
@@ -146,15 +174,18 @@ def load_sae_for(ctx, hookpoint: str, sae_path: str | None, device: str):
 
 
 def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, options: Options | None = None,
-                   seed: int = 0, shard: tuple[int, int] = (0, 1), attrs: dict[str, Any] | None = None) -> Path:
+                   seed: int = 0, shard: tuple[int, int] = (0, 1), attrs: dict[str, Any] | None = None,
+                   policy=None) -> Path:
     """Stream `dataset` (this shard's part) through `adapter` and `sae` at `hookpoint` into `out`.
 
-    If `out` holds a checkpoint of the same cache, continue after its last image. Returns `out`."""
+    If `out` holds a checkpoint of the same cache, continue after its last image. Bad samples are
+    skipped (listed in the file's `skipped` attribute) or stop, as `policy` says. Returns `out`."""
     import torch
 
     from lmmsae.cache.batches import encode_tokens, image_batch
     from lmmsae.cache.latents import parse_latents
     from lmmsae.cache.state import POOLINGS, FeatureCache
+    from lmmsae.loader import Policy, load_batches
     from lmmsae.progress import track
     from lmmsae.stores.features import write_cache
 
@@ -172,25 +203,29 @@ def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, optio
     attrs = {**(attrs or {}), "hookpoint": hookpoint, "sample_range": [start, stop]}
     cache = FeatureCache(latent_ids, options.n_top, options.n_random, options.n_negatives, options.pooling,
                          seed, device=device)
+    policy = policy if isinstance(policy, Policy) else Policy(policy or "skip", "cache")
     if out.exists():
-        cache = _resume(out, cache, attrs, device)
+        cache, saved = _resume(out, cache, attrs, device)
+        policy.skipped = list(saved.get("skipped") or [])
     subset = None if len(latent_ids) == n_latents else torch.as_tensor(latent_ids, dtype=torch.int64)
-    at = start + cache.stats.n_images
+    at = start + cache.stats.n_images + len(policy.skipped)
     since = 0
     batches = range(at, stop, options.batch_size)
     with torch.no_grad():
         for a in track(batches, total=len(batches), description=f"cache {hookpoint}", unit="batches"):
             indices = list(range(a, min(a + options.batch_size, stop)))
-            samples = [dataset.sample(i) for i in indices]
-            batch = adapter.prepare(samples, options.prompt)
-            acts = adapter.forward(batch, [hookpoint])[hookpoint]
-            pos, token, latent, value = encode_tokens(acts, batch.token_map, sae, subset)
-            cache.add(image_batch(indices, samples, batch.token_map, pos, token, latent, value))
+            for loaded in load_batches(dataset, adapter, indices, len(indices), policy, options.prompt):
+                if loaded.batch is None:
+                    continue
+                acts = adapter.forward(loaded.batch, [hookpoint])[hookpoint]
+                pos, token, latent, value = encode_tokens(acts, loaded.batch.token_map, sae, subset)
+                cache.add(image_batch(loaded.indices, loaded.samples, loaded.batch.token_map, pos, token, latent,
+                                      value))
             since += len(indices)
             if since >= options.checkpoint_every:
-                write_cache(cache, out, {**attrs, "complete": False}, previous=out)
+                write_cache(cache, out, {**attrs, "skipped": policy.skipped, "complete": False}, previous=out)
                 since = 0
-    write_cache(cache, out, {**attrs, "complete": True}, previous=out)
+    write_cache(cache, out, {**attrs, "skipped": policy.skipped, "complete": True}, previous=out)
     return out
 
 
@@ -216,4 +251,4 @@ def _resume(out: Path, fresh, attrs: dict[str, Any], device):
     if changed:
         raise UserError(f"{str(out)!r} holds a cache made with other settings ({', '.join(changed)}): "
                         f"delete it to start over, or use the settings it was made with")
-    return cache
+    return cache, saved

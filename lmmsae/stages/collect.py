@@ -2,13 +2,12 @@
 
 `stream_activations` yields per-batch activations without storing them (the trainer's streaming
 mode); `collect` writes them to activations.h5 (resumable, see lmmsae.stores.activations).
-A sample whose image the model cannot take is reported with its id and skipped, or stops the run
-when `on_bad_image` is "stop".
+A sample the dataset cannot read or whose image the model cannot take is skipped (reported, and
+recorded in the file) or stops the run, as the run's `on_bad_sample` says (lmmsae.loader).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ class Options:
     dtype: str = "float32"            # storage: float32, float16 or bfloat16
     max_samples: int | None = None    # first N samples of the dataset (None: all)
     prompt: str | None = None         # overrides the samples' and the model's prompt
-    on_bad_image: str = "skip"        # "skip" (reported) or "stop"
     compression: str | None = None    # h5py filter, e.g. "lzf" or "gzip"
 
 
@@ -39,8 +37,6 @@ CLI_PARAMS = [
     click.Option(["--kind", "kinds"], multiple=True, help="Token kind to store (repeatable): text, image, "
                  "image_newline, special, padding."),
     click.Option(["--store-dtype", "dtype"], help="float32, float16 or bfloat16."),
-    click.Option(["--stop-on-bad-image", "on_bad_image"], flag_value="stop", default=None,
-                 help="Stop at the first unusable image instead of skipping it."),
 ]
 
 
@@ -55,30 +51,39 @@ class Chunk:
     next_index: int
 
 
-def run(ctx) -> None:
-    from lmmsae.models import from_context
+def units(ctx) -> list:
+    """activations.h5: made from the model, the dataset, the hookpoints and these options."""
+    from lmmsae.fingerprint import without
+    from lmmsae.plan import Unit
 
+    c = ctx.config
+    opts = ctx.stage_options("collect", Options)
+    return [Unit("collect", artifacts.ACTIVATIONS, {
+        "model": c.model.to_dict(), "dataset": c.dataset.to_dict(), "hookpoints": list(c.hookpoints),
+        "dtype": c.dtype, "on_bad_sample": c.on_bad_sample, "collect": without(opts, "batch_size")})]
+
+
+def run(ctx) -> None:
+    (unit,) = ctx.units("collect")
+    if not ctx.start(unit):
+        return
     opts = ctx.stage_options("collect", Options)
     rel = artifacts.ACTIVATIONS
-    if ctx.run.is_complete(rel):
-        ctx.log("collect-skip", reason="complete", path=rel)
-        return
-    data_comp, data_opts = ctx.component("dataset")
-    dataset = data_comp.load()(data_opts)
-    adapter = from_context(ctx)
+    dataset = ctx.build("dataset")
+    adapter = ctx.build("model")
     hookpoints = adapter.resolve_hookpoints(ctx.config.hookpoints)
     identity = {"name": ctx.config.dataset.name, **dataset.identity()}
-    ctx.log("collect-start", hookpoints=hookpoints, resume=ctx.run.file(rel).exists())
+    ctx.log("collect-start", hookpoints=hookpoints, resume=unit.status == "resume")
     info = collect(adapter, dataset, hookpoints, ctx.run.file(rel), opts, dataset_identity=identity,
-                   log=ctx.log, model_name=ctx.config.model.name)
-    ctx.run.mark_complete(rel, **info)
-    ctx.log("collect-done", **info)
+                   log=ctx.log, model_name=ctx.config.model.name, policy=ctx.config.on_bad_sample)
+    ctx.finish(unit, **info)
 
 
 def collect(adapter, dataset, hookpoints: list[str], path: str | Path, options: Options | None = None,
             dataset_identity: dict | None = None, log: Callable[..., None] | None = None,
-            model_name: str | None = None) -> dict[str, Any]:
-    """Write activations of `hookpoints` for every sample of `dataset` to `path`; resume if partial."""
+            model_name: str | None = None, policy: str = "skip") -> dict[str, Any]:
+    """Write activations of `hookpoints` for every sample of `dataset` to `path`; resume if partial.
+    Bad samples are skipped (recorded in the file) or stop the run, as `policy` says."""
     from lmmsae.models.base import TokenKind
     from lmmsae.progress import track
     from lmmsae.stores.activations import ActivationWriter
@@ -98,13 +103,10 @@ def collect(adapter, dataset, hookpoints: list[str], path: str | Path, options: 
         n_batches = -(-(stop - start) // options.batch_size)
         t0, tokens0, skipped = time.perf_counter(), writer.n_tokens, 0
         chunks = iter_chunks(adapter, dataset, hookpoints, options.batch_size, kinds, start, stop,
-                             options.prompt, options.on_bad_image)
+                             options.prompt, _policy(policy, log))
         for chunk in track(chunks, total=n_batches, description="collect", unit="batches"):
             writer.append(chunk.acts, chunk.tokens, chunk.samples, chunk.skipped, chunk.next_index)
-            for s in chunk.skipped:
-                skipped += 1
-                if log:
-                    log("collect-skip-sample", index=s["index"], id=s["id"], reason=s["reason"])
+            skipped += len(chunk.skipped)
         elapsed = time.perf_counter() - t0
         info = {"n_tokens": writer.n_tokens, "n_samples": writer.n_samples_committed, "skipped": skipped,
                 "seconds": round(elapsed, 3), "tokens_per_s": round((writer.n_tokens - tokens0) / max(elapsed, 1e-9), 1),
@@ -117,38 +119,33 @@ def collect(adapter, dataset, hookpoints: list[str], path: str | Path, options: 
 
 def stream_activations(adapter, dataset, hookpoints: list[str], batch_size: int = 16, kinds=None,
                        start: int = 0, stop: int | None = None, prompt: str | None = None,
-                       on_bad_image: str = "skip") -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+                       policy=None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(hookpoint -> Tensor [N, d], token table) per batch, straight from the model, nothing stored.
 
     The token table holds numpy columns sample_index, position, kind, image, view, row, col, box.
     """
     for chunk in iter_chunks(adapter, dataset, adapter.resolve_hookpoints(hookpoints), batch_size,
                              DEFAULT_KINDS if kinds is None else kinds, start,
-                             len(dataset) if stop is None else min(stop, len(dataset)), prompt, on_bad_image):
+                             len(dataset) if stop is None else min(stop, len(dataset)), prompt,
+                             _policy(policy)):
         yield chunk.acts, chunk.tokens
 
 
-def iter_chunks(adapter, dataset, hookpoints, batch_size, kinds, start, stop, prompt, on_bad_image) -> Iterator[Chunk]:
-    """Batches of samples start..stop-1 through the model, activations of `kinds` tokens on CPU."""
-    import itertools
-
+def iter_chunks(adapter, dataset, hookpoints, batch_size, kinds, start, stop, prompt, policy) -> Iterator[Chunk]:
+    """Batches of samples start..stop-1 through the model, activations of `kinds` tokens on CPU; bad
+    samples handled by `policy` (lmmsae.loader)."""
     import numpy as np
     import torch
 
-    if on_bad_image not in ("skip", "stop"):
-        raise UserError(f"collect.on_bad_image must be 'skip' or 'stop', not {on_bad_image!r}")
-    samples_iter = dataset.iter_from(start, stop)
-    index = start
-    while index < stop:
-        samples = list(itertools.islice(samples_iter, min(batch_size, stop - index)))
-        if not samples:
-            break
-        indices = list(range(index, index + len(samples)))
-        index += len(samples)
-        batch, kept, skipped = _prepare(adapter, samples, indices, prompt, on_bad_image)
+    from lmmsae.loader import load_batches
+
+    for first in range(start, stop, batch_size):
+        indices = list(range(first, min(first + batch_size, stop)))
+        (loaded,) = load_batches(dataset, adapter, indices, batch_size, policy, prompt)
+        batch, kept, skipped = loaded.batch, loaded.indices, loaded.skipped
         if batch is None:
             yield Chunk({h: torch.zeros(0, adapter.d_model(h)) for h in hookpoints}, _empty_tokens(),
-                        [], skipped, index)
+                        [], skipped, indices[-1] + 1)
             continue
         tm = batch.token_map
         mask = tm.mask(kinds)
@@ -163,46 +160,13 @@ def iter_chunks(adapter, dataset, hookpoints, batch_size, kinds, start, stop, pr
                          "width": (tm.image_sizes[b] or (0, 0))[0], "height": (tm.image_sizes[b] or (0, 0))[1],
                          "grids": tm.grids[b]}
                         for b, (i, sid, c) in enumerate(zip(kept, batch.sample_ids, counts))]
-        yield Chunk(out, table, samples_info, skipped, index)
+        yield Chunk(out, table, samples_info, skipped, indices[-1] + 1)
 
 
-def _prepare(adapter, samples, indices, prompt, on_bad_image):
-    """(batch of the usable samples, their dataset indices, skipped records); isolates failures."""
-    from lmmsae.models.base import BadImage
+def _policy(policy, log=None):
+    from lmmsae.loader import Policy
 
-    def bad(i, s, reason):
-        if on_bad_image == "stop":
-            raise UserError(f"sample {s.id!r} (index {i}): {reason}; pass -o collect.on_bad_image=skip to skip "
-                            f"such samples")
-        print(f"[collect] skipping sample {s.id!r} (index {i}): {reason}", file=sys.stderr, flush=True)
-        return {"index": i, "id": s.id, "reason": reason}
-
-    try:
-        return adapter.prepare(samples, prompt), indices, []
-    except BadImage:
-        first = None
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - find the culprit sample below
-        first = exc
-    good, kept, skipped, rejected = [], [], [], 0
-    for i, s in zip(indices, samples):
-        try:
-            adapter.prepare([s], prompt)
-        except BadImage as exc:
-            skipped.append(bad(i, s, f"image {exc.reason}"))
-            continue
-        except Exception as exc:  # noqa: BLE001 - the processor rejected it
-            if first is not None and len(samples) > 1 and rejected + 1 == len(samples):
-                raise first  # every sample fails the same way: a real error, not bad data
-            rejected += 1
-            skipped.append(bad(i, s, f"rejected by the processor ({type(exc).__name__}: {exc})"))
-            continue
-        good.append(s)
-        kept.append(i)
-    if not good:
-        return None, [], skipped
-    return adapter.prepare(good, prompt), kept, skipped
+    return policy if isinstance(policy, Policy) else Policy(policy or "skip", "collect", log)
 
 
 def _empty_tokens():

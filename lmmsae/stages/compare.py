@@ -65,10 +65,46 @@ def entrants(specs: list[Any]) -> list[Entrant]:
     return out
 
 
+def units(ctx) -> list:
+    """Per explainer compare/explanations/<id>.jsonl (extends like explain), per scorer and explainer
+    compare/scores/<scorer>/<id>.jsonl, and compare/summary.json over all of them."""
+    from lmmsae.fingerprint import without
+    from lmmsae.plan import Unit
+    from lmmsae.stages.score import scorer_names
+
+    c = ctx.config
+    opts = ctx.stage_options("compare", Options)
+    if not opts.explainers:
+        return []
+    chosen = entrants(opts.explainers)
+    specs = scorer_specs(ctx, opts)
+    features, external = explain_stage.features_input(opts.features)
+    shared = {"dataset": c.dataset.to_dict(), "seed": c.seed}
+    extent = {k: getattr(opts, k) for k in explain_stage.EXTENT}
+    out: list = []
+    for e in chosen:
+        rel = f"{artifacts.COMPARE_DIR}/explanations/{e.id}.jsonl"
+        out.append(Unit("compare", rel, {**shared, "explainer": [e.name, e.options], "compare": without(
+            opts, *explain_stage.EXTENT, "explainers", "scorers", "cache_responses")},
+            features, external=external, extent=extent, extensible=True))
+        for name, spec in zip(scorer_names([s.name for s in specs]), specs):
+            out.append(Unit("compare", f"{artifacts.COMPARE_DIR}/scores/{name}/{e.id}.jsonl",
+                            {**shared, "scorer": spec.to_dict(), "judge": c.explainer.to_dict()},
+                            (rel, *features), external=external))
+    out.append(Unit("compare", artifacts.COMPARE_SUMMARY, {"explainers": [e.id for e in chosen]},
+                    tuple(u.path for u in out)))
+    return out
+
+
+def scorer_specs(ctx, opts: Options) -> list:
+    from lmmsae.config import ComponentConfig
+
+    return [ComponentConfig(s, {}) if isinstance(s, str) else ComponentConfig(s["name"], {
+        k: v for k, v in s.items() if k != "name"}) for s in opts.scorers] or list(ctx.config.scorers)
+
+
 def run(ctx) -> None:
     from lmmsae import plugins
-    from lmmsae.config import ComponentConfig
-    from lmmsae.stores.features import FeatureStore
 
     opts = ctx.stage_options("compare", Options)
     if not opts.explainers:
@@ -77,50 +113,25 @@ def run(ctx) -> None:
     chosen = entrants(opts.explainers)
     for e in chosen:  # fail on a typo before any work
         plugins.get("explainers", e.name).options(e.options)
-    scorer_specs = [ComponentConfig(s, {}) if isinstance(s, str) else ComponentConfig(s["name"], {
-        k: v for k, v in s.items() if k != "name"}) for s in opts.scorers] or list(ctx.config.scorers)
-    scorers = [(spec.name, *ctx.component("scorers", spec)) for spec in scorer_specs]
-    with FeatureStore(explain_stage.features_path(ctx, opts.features)) as store:
-        latents = explain_stage.choose_latents(store, opts, ctx.config.seed)
-        request = request_digest(chosen, scorer_specs, latents, store.hookpoint, opts.refiner)
-    rel = artifacts.COMPARE_SUMMARY
-    if _marker(ctx.run, rel).get("request") == request and not opts.retry_failed:
-        ctx.log("stage-skip", stage="compare", reason=f"{rel} complete")
-        _print_table(json.loads(ctx.run.file(rel).read_text()))
-        return
-    summary = compare(ctx, opts, chosen, scorers)
-    from lmmsae.atomic import atomic_write_text
+    units = ctx.units("compare")
+    summary_unit = ctx.unit(artifacts.COMPARE_SUMMARY)
+    if summary_unit.todo:
+        summary = compare(ctx, opts, chosen)
+        ctx.start(summary_unit)
+        from lmmsae.atomic import atomic_write_text
 
-    atomic_write_text(ctx.run.file(rel), json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(ctx.run.file(artifacts.COMPARE_HTML), html_page(summary))
-    ctx.run.mark_complete(rel, explainers=[e.id for e in chosen], scorers=summary["scorers"], request=request)
+        atomic_write_text(ctx.run.file(artifacts.COMPARE_SUMMARY), json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(ctx.run.file(artifacts.COMPARE_HTML), html_page(summary))
+        ctx.finish(summary_unit, explainers=[e.id for e in chosen], scorers=summary["scorers"])
+    else:
+        ctx.log("stage-skip", stage="compare", reason="current", units=len(units))
+        summary = json.loads(ctx.run.file(artifacts.COMPARE_SUMMARY).read_text())
     _print_table(summary)
 
 
-def request_digest(chosen: list[Entrant], scorer_specs: list, latents: list[int], hookpoint: str,
-                   refiner: str = "") -> str:
-    """What compare/summary.json answers: explainers, scorers, features and refiner. A resumed
-    compare asking anything else (e.g. one more explainer) runs what is missing and re-summarises."""
-    import hashlib
-
-    request = {"explainers": [[e.id, e.name, e.options] for e in chosen],
-               "scorers": [[s.name, s.options] for s in scorer_specs], "hookpoint": hookpoint,
-               "latents": explain_stage.latents_digest(latents), "refiner": refiner or ""}
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _marker(run, rel: str) -> dict[str, Any]:
-    if not run.is_complete(rel):
-        return {}
-    try:
-        return json.loads(run.file(rel + artifacts.COMPLETE_SUFFIX).read_text())
-    except ValueError:
-        return {}
-
-
-def compare(ctx, opts: Options, chosen: list[Entrant], scorers: list) -> dict[str, Any]:
-    """Explain and score with every entrant, skipping each explainer and (scorer, explainer) pair
-    already complete for these features; returns the summary over all of them."""
+def compare(ctx, opts: Options, chosen: list[Entrant]) -> dict[str, Any]:
+    """Explain and score with every entrant, each explanation and score file made only when its unit
+    is not current; returns the summary over all of them."""
     from lmmsae import plugins
     from lmmsae.explainers.cache import ResponseCache
     from lmmsae.explainers.store import read_explanations
@@ -129,25 +140,20 @@ def compare(ctx, opts: Options, chosen: list[Entrant], scorers: list) -> dict[st
     from lmmsae.stores.features import FeatureStore
 
     features = explain_stage.features_path(ctx, opts.features)
-    dataset = explain_stage.load_dataset(ctx)
+    dataset = ctx.build("dataset")
     cache = ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)) if opts.cache_responses else None
-    names = scorer_names([name for name, _, _ in scorers])
-    instances = [(n, comp.load()(o)) for n, (_, comp, o) in zip(names, scorers)]
+    specs = scorer_specs(ctx, opts)
+    names = scorer_names([s.name for s in specs])
+    built: dict[str, Any] = {}
     rows = []
     try:
         with FeatureStore(features) as store:
             latents = explain_stage.choose_latents(store, opts, ctx.config.seed)
             hookpoint = store.hookpoint
-            digest = explain_stage.latents_digest(latents)
             for entrant in chosen:
-                rel = f"{artifacts.COMPARE_DIR}/explanations/{entrant.id}.jsonl"
-                out = ctx.run.file(rel)
-                explained = not opts.retry_failed and explain_stage.completed(
-                    ctx.run, rel, latents, opts.refiner, hookpoint=hookpoint)
-                if explained:
-                    counts = explain_stage.summarize(out, latents, hookpoint)
-                    ctx.log("compare-skip", explainer=entrant.id, reason=f"{rel} complete")
-                else:
+                unit = ctx.unit(f"{artifacts.COMPARE_DIR}/explanations/{entrant.id}.jsonl")
+                out = ctx.run.file(unit.path)
+                if ctx.start(unit):
                     component = plugins.get("explainers", entrant.name)
                     explainer = component.load()(component.options(entrant.options), name=entrant.id, cache=cache)
                     refiner = explain_stage.make_refiner(opts, explainer, cache)
@@ -157,23 +163,25 @@ def compare(ctx, opts: Options, chosen: list[Entrant], scorers: list) -> dict[st
                                                                 log=ctx.log)
                     finally:
                         explainer.close()
-                    ctx.run.mark_complete(rel, latents_digest=digest, refiner=opts.refiner, hookpoint=hookpoint,
-                                          **counts)
+                    ctx.finish(unit, latents=latents, **counts)
+                else:
+                    counts = explain_stage.summarize(out, latents, hookpoint)
                 current = read_explanations(out)
-                explanations = [current[(store.hookpoint, lat)] for lat in latents if (store.hookpoint, lat) in current]
+                explanations = [current[(hookpoint, lat)] for lat in latents if (hookpoint, lat) in current]
                 labels = {int(e.latent): label_of(e) for e in explanations if label_of(e)}
                 scoring = ScoringContext(dataset=dataset, seed=ctx.config.seed, device=ctx.config.device,
                                          dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer)
-                for name, scorer in instances:
-                    score_rel = f"{artifacts.COMPARE_DIR}/scores/{name}/{entrant.id}.jsonl"
-                    if explained and explain_stage.completed(ctx.run, score_rel, latents, opts.refiner,
-                                                             hookpoint=hookpoint):
-                        continue  # neither the explanations nor the features changed since it was scored
-                    n = score_explanations(scorer, name, explanations,
-                                           store_records(store, scorer, dataset, ctx.config.seed), scoring,
-                                           ctx.run.file(score_rel))
-                    ctx.run.mark_complete(score_rel, latents_digest=digest, refiner=opts.refiner, hookpoint=hookpoint,
-                                          scored=n)
+                for name, spec in zip(names, specs):
+                    score_unit = ctx.unit(f"{artifacts.COMPARE_DIR}/scores/{name}/{entrant.id}.jsonl")
+                    if not ctx.start(score_unit):
+                        continue
+                    if name not in built:
+                        component, options = ctx.component("scorers", spec)
+                        built[name] = component.load()(options)
+                    result = score_explanations(built[name], name, explanations,
+                                                store_records(store, built[name], dataset, ctx.config.seed),
+                                                scoring, ctx.run.file(score_unit.path))
+                    ctx.finish(score_unit, **result)
                 rows.append({"id": entrant.id, "explainer": entrant.name, "options": entrant.options, **counts})
     finally:
         if cache is not None:

@@ -4,7 +4,8 @@ Reads `cache/features.h5`, writes `explanations/<explainer>.jsonl` (one Explanat
 appended as answers arrive; a failed feature is recorded with its reason), a sidecar
 `explanations/<explainer>.json` naming the explainer and its options, and answers in the response
 cache `explanations/responses.sqlite`. A re-run resumes: features already recorded are skipped
-(failed ones too, unless `retry_failed`), and answers already paid for come from the cache.
+(failed ones too when the model answered, unless `retry_failed`; those that got no answer are asked
+again), and answers already paid for come from the cache.
 """
 
 from __future__ import annotations
@@ -53,65 +54,81 @@ def output_path(explainer_id: str, folder: str = artifacts.EXPLANATIONS_DIR) -> 
     return f"{folder}/{explainer_id}.jsonl"
 
 
+EXTENT = ("n_features", "order", "latents", "min_images", "retry_failed")  # a change adds or retries records
+
+
+def features_input(explicit: str = "") -> tuple[tuple[str, ...], dict[str, str]]:
+    """(run inputs, external inputs) for the features a stage reads: this run's cache, or a file."""
+    from lmmsae.fingerprint import path_fingerprint
+
+    if explicit:
+        return (), {"features": path_fingerprint(explicit, "features file")}
+    return (artifacts.FEATURES,), {}
+
+
+def units(ctx) -> list:
+    """explanations/<explainer>.jsonl: one record per feature, made from the features, the explainer
+    and these options; asking for more features extends it."""
+    from lmmsae.fingerprint import without
+    from lmmsae.plan import Unit
+
+    c = ctx.config
+    opts = ctx.stage_options("explain", Options)
+    inputs, external = features_input(opts.features)
+    options = {"explainer": c.explainer.to_dict(), "dataset": c.dataset.to_dict(), "seed": c.seed,
+               "explain": without(opts, *EXTENT, "cache_responses")}
+    return [Unit("explain", output_path(c.explainer.name), options, inputs, external=external,
+                 extent={k: getattr(opts, k) for k in EXTENT}, extensible=True)]
+
+
 def run(ctx) -> None:
     opts = ctx.stage_options("explain", Options)
+    (unit,) = ctx.units("explain")
+    if not ctx.start(unit):
+        return
     name = ctx.config.explainer.name
-    rel = output_path(name)
     features = features_path(ctx, opts.features)
     from lmmsae.explainers.cache import ResponseCache
     from lmmsae.stores.features import FeatureStore
 
     with FeatureStore(features) as store:
         latents = choose_latents(store, opts, ctx.config.seed)
-        if completed(ctx.run, rel, latents, opts.refiner) and not opts.retry_failed:
-            ctx.log("stage-skip", stage="explain", reason=f"{rel} complete")
-            return
         component, explainer_options = ctx.component("explainer")
-        dataset = load_dataset(ctx)
+        dataset = ctx.build("dataset")
         cache = ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)) if opts.cache_responses else None
         explainer = component.load()(explainer_options, name=name, cache=cache)
         refiner = make_refiner(opts, explainer, cache)
         try:
-            summary = explain_features(store, explainer, ctx.run.file(rel), latents, dataset=dataset, opts=opts,
+            summary = explain_features(store, explainer, ctx.run.file(unit.path), latents, dataset=dataset, opts=opts,
                                        seed=ctx.config.seed, refiner=refiner, log=ctx.log)
         finally:
             explainer.close()
             if cache is not None:
                 cache.close()
-    ctx.run.mark_complete(rel, latents_digest=latents_digest(latents), refiner=opts.refiner, **summary)
     ctx.log("explain-done", explainer=name, **{k: v for k, v in summary.items() if k != "reasons"})
-    click.echo(f"explained {summary['ok']} of {summary['features']} features with {name} "
-               f"({summary['failed']} failed){_reasons_line(summary['reasons'])}", err=True)
+    line = (f"explained {summary['ok']} of {summary['features']} features with {name} "
+            f"({summary['failed']} failed){_reasons_line(summary['reasons'])}")
+    if summary["features"] and not summary["ok"]:
+        raise UserError(f"{line}: every feature failed, so explain is not complete; fix the cause and rerun "
+                        f"with --resume (answers already received are not asked again)")
+    ctx.finish(unit, latents=latents, **summary)
+    click.echo(line, err=True)
 
 
-def latents_digest(latents: list[int]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps([int(x) for x in latents]).encode()).hexdigest()[:16]
-
-
-def completed(run, rel: str, latents: list[int], refiner: str = "", **expected: Any) -> bool:
-    """Complete for exactly these latents and refiner (a resumed run asking for other features, or
-    for refined labels, is not complete); `expected` names further marker fields that must match."""
-    if not run.is_complete(rel):
-        return False
-    try:
-        info = json.loads(run.file(rel + artifacts.COMPLETE_SUFFIX).read_text())
-    except ValueError:
-        return False
-    return (info.get("latents_digest") == latents_digest(latents) and info.get("refiner", "") == (refiner or "")
-            and all(info.get(k) == v for k, v in expected.items()))
+def explained_latents(run, path: str) -> list[int] | None:
+    """The features a complete explain output was made for (it may hold records of more)."""
+    state = run.state(path)
+    if state and state.get("status") == "complete":
+        latents = (state.get("info") or {}).get("latents")
+        return [int(x) for x in latents] if latents is not None else None
+    return None
 
 
 def features_path(ctx, explicit: str = "") -> Path:
-    """The features.h5 to read, refusing a half-written one (a cache stopped part-way): this run's
-    cache/features.h5 needs its completion marker; another one (`features: path`) needs its
-    `complete` attribute (or, for a file without one, its marker beside it)."""
+    """The features.h5 to read: this run's (the plan checked it is current), or another one
+    (`features: path`), which must be complete (its `complete` attribute, or for a file without
+    one, a state record beside it)."""
     if not explicit:
-        if not ctx.run.is_complete(artifacts.FEATURES):
-            state = "is incomplete" if ctx.run.file(artifacts.FEATURES).exists() else "does not exist"
-            raise UserError(f"{artifacts.FEATURES} of run {ctx.run.path.name!r} {state}: run "
-                            f"`lmmsae cache --resume --name {ctx.run.path.name} --out {ctx.run.path.parent}` first")
         return ctx.run.file(artifacts.FEATURES)
     from lmmsae.stores.features import FeatureStore
 
@@ -119,19 +136,14 @@ def features_path(ctx, explicit: str = "") -> Path:
     with FeatureStore(path) as store:
         complete = store.complete
     if complete is None:
-        complete = path.with_name(path.name + artifacts.COMPLETE_SUFFIX).exists()
+        state_file = path.with_name(path.name + artifacts.STATE_SUFFIX)
+        complete = state_file.exists() and '"complete"' in state_file.read_text()
     if not complete:
         run = path.resolve().parent.parent if path.parent.name == Path(artifacts.FEATURES).parent.name else None
         how = (f"lmmsae cache --resume --name {run.name} --out {run.parent}" if run is not None
                else "lmmsae cache --resume --name <its run>")
         raise UserError(f"features file {str(path)!r} is incomplete (a cache stopped part-way): run `{how}` first")
     return path
-
-
-def load_dataset(ctx):
-    """The run's dataset, from which the example images are loaded by sample index."""
-    comp, options = ctx.component("dataset")
-    return comp.load()(options)
 
 
 def make_refiner(opts: Options, explainer, cache):
@@ -183,7 +195,7 @@ def explain_features(store, explainer, out_path: str | Path, latents: list[int],
     out_path = Path(out_path)
     hookpoint = store.hookpoint
     done = {lat for (hp, lat), e in read_explanations(out_path).items()
-            if hp == hookpoint and (e.status == "ok" or not opts.retry_failed)}
+            if hp == hookpoint and (e.status == "ok" or answered(e) and not opts.retry_failed)}
     todo = [lat for lat in latents if lat not in done]
     n_images = int(getattr(explainer.options, "n_images", 5))
     render = getattr(explainer.options, "render", "mask")
@@ -212,7 +224,15 @@ def summarize(out_path: str | Path, latents: list[int], hookpoint: str) -> dict[
     failed = [e for e in wanted if e is not None and e.status != "ok"]
     reasons = Counter(_reason_kind(e.reason) for e in failed)
     return {"features": len(latents), "ok": ok, "failed": len(failed),
+            "retry": sum(1 for e in failed if not answered(e)),
             "missing": sum(1 for e in wanted if e is None), "reasons": dict(reasons.most_common(10))}
+
+
+def answered(explanation) -> bool:
+    """Whether a failed feature got an answer (unusable, or "cannot explain"): asking again gives the
+    same. One that got none (a request error) is asked again whenever the stage runs (--resume)."""
+    meta = explanation.meta or {}
+    return "answer" in meta or "descriptions" in meta or bool(meta.get("unexplainable"))
 
 
 def _reason_kind(reason: str | None) -> str:

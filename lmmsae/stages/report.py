@@ -26,23 +26,63 @@ class Options:
     image_px: int = 128        # displayed size of each picture
 
 
+def units(ctx) -> list:
+    """report/: summary.json and the HTML pages, made from every score of the run and, where they are
+    current, the SAE metrics, explanations, features and steering results."""
+    from lmmsae.plan import Unit
+
+    reads = {"score": "required", "train": "optional", "cache": "optional", "explain": "optional",
+             "steer": "optional"}
+    required, optional = [], []
+    for stage, how in reads.items():
+        paths = [u.path for u in _stage_units(ctx, stage)]
+        (required if how == "required" else optional).extend(paths)
+    if not required:  # no scorers: the explanations are what there is to report
+        required, optional = [p for p in optional if p.startswith(artifacts.EXPLANATIONS_DIR)], \
+            [p for p in optional if not p.startswith(artifacts.EXPLANATIONS_DIR)]
+    opts = ctx.stage_options("report", Options)
+    return [Unit("report", artifacts.REPORT_DIR, {"report": opts.__dict__, "components": _components(ctx.config)},
+                 tuple(required), tuple(optional))]
+
+
+def _stage_units(ctx, stage: str) -> list:
+    from lmmsae.plan import stage_module
+
+    return stage_module(stage).units(ctx)
+
+
 def run(ctx) -> None:
     opts = ctx.stage_options("report", Options)
-    run_dir = ctx.run.path
-    fingerprint = inputs_fingerprint(run_dir)
-    marker = ctx.run.file(artifacts.SUMMARY + artifacts.COMPLETE_SUFFIX)
-    if ctx.run.is_complete(artifacts.SUMMARY) and json.loads(marker.read_text()).get("inputs") == fingerprint:
-        summary = json.loads(ctx.run.file(artifacts.SUMMARY).read_text())
-    else:
+    (unit,) = ctx.units("report")
+    if ctx.start(unit):
         dataset = None
         try:
-            component, ds_options = ctx.component("dataset")
-            dataset = component.load()(ds_options)
-        except Exception as exc:  # pictures are optional; the numbers are not
+            dataset = ctx.build("dataset")
+        except Exception as exc:  # noqa: BLE001 - pictures are optional; the numbers are not
             ctx.log("report-no-dataset", reason=str(exc))
-        summary = build_report(run_dir, opts, dataset, components=_components(ctx.config))
-        ctx.run.mark_complete(artifacts.SUMMARY, inputs=fingerprint)
+        include = {p for p in (*unit.inputs, *unit.optional) if _readable(ctx, p)}
+        summary = build_report(ctx.run.path, opts, dataset, components=_components(ctx.config),
+                               include=include, timings=timings(ctx))
+        ctx.finish(unit)
+    else:
+        summary = json.loads(ctx.run.file(artifacts.SUMMARY).read_text())
     print_summary(summary)
+
+
+def _readable(ctx, path: str) -> bool:
+    """An input the report may show: complete, and made by this config."""
+    state = ctx.run.state(path)
+    return bool(state and state.get("status") == "complete" and state.get("fingerprint") == ctx.unit(path).fingerprint)
+
+
+def timings(ctx) -> dict[str, float]:
+    """Seconds each stage took to make its current outputs (its last uninterrupted attempt)."""
+    out: dict[str, float] = {}
+    for unit in ctx.plan.units:
+        state = ctx.run.state(unit.path) if unit.stage != "report" else None
+        if state and state.get("status") == "complete" and state.get("fingerprint") == unit.fingerprint:
+            out[unit.stage] = round(out.get(unit.stage, 0.0) + float(state.get("seconds") or 0.0), 3)
+    return out
 
 
 def _components(config) -> dict[str, Any]:
@@ -51,20 +91,22 @@ def _components(config) -> dict[str, Any]:
             "hookpoints": list(config.hookpoints), "seed": config.seed}
 
 
-def inputs_fingerprint(run_dir: Path) -> list[list]:
-    """(path, size, mtime) of every input the report reads."""
-    run_dir = Path(run_dir)
-    files = [*run_dir.glob(f"{artifacts.SAE_DIR}/**/metrics.json"), *run_dir.glob(f"{artifacts.SCORES_DIR}/*/*.jsonl"),
-             *run_dir.glob(f"{artifacts.CATEGORIES_DIR}/*.jsonl"), *run_dir.glob(f"{artifacts.EXPLANATIONS_DIR}/*.jsonl")]
-    return [[str(p.relative_to(run_dir)), p.stat().st_size, p.stat().st_mtime] for p in sorted(files)]
-
-
 # ----------------------------------------------------------------------------- gathering
 
 
-def read_sae_metrics(run_dir: Path) -> dict[str, Any]:
+def _allowed(run_dir: Path, path: Path, include: set[str] | None, prefix: str | None = None) -> bool:
+    """Whether the report may read `path`: with `include`, only current outputs of this config."""
+    if include is None:
+        return True
+    rel = str(path.relative_to(run_dir))
+    return (prefix or rel) in include
+
+
+def read_sae_metrics(run_dir: Path, include: set[str] | None = None) -> dict[str, Any]:
     """hookpoint -> the SAE's metrics.json (as written by the train stage)."""
     out = {}
+    if include is not None and artifacts.SAE_DIR not in include:
+        return out
     for path in sorted(Path(run_dir, artifacts.SAE_DIR).glob("**/metrics.json")):
         hookpoint = str(path.parent.relative_to(Path(run_dir, artifacts.SAE_DIR)))
         try:
@@ -74,20 +116,24 @@ def read_sae_metrics(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def read_all_scores(run_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def read_all_scores(run_dir: Path, include: set[str] | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """scores[scorer][explainer] = score records."""
     from lmmsae.scorers.store import read_scores
 
     out: dict[str, dict[str, list]] = {}
     for path in sorted(Path(run_dir, artifacts.SCORES_DIR).glob("*/*.jsonl")):
+        if not _allowed(Path(run_dir), path, include):
+            continue
         out.setdefault(path.parent.name, {})[path.stem] = [r for _, r in sorted(read_scores(path).items())]
     return out
 
 
-def read_categories(run_dir: Path) -> dict[str, dict[int, list[str]]]:
+def read_categories(run_dir: Path, include: set[str] | None = None) -> dict[str, dict[int, list[str]]]:
     """categories[explainer][latent] = concept categories."""
     out: dict[str, dict[int, list[str]]] = {}
     for path in sorted(Path(run_dir, artifacts.CATEGORIES_DIR).glob("*.jsonl")):
+        if not _allowed(Path(run_dir), path, include):
+            continue
         cats = {}
         for line in path.read_text().splitlines():
             try:
@@ -100,22 +146,26 @@ def read_categories(run_dir: Path) -> dict[str, dict[int, list[str]]]:
 
 
 def build_report(run_dir: str | Path, opts: Options | None = None, dataset=None,
-                 components: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write report/summary.json and report/index.html from a run directory; return the summary."""
+                 components: dict[str, Any] | None = None, include: set[str] | None = None,
+                 timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Write report/summary.json and report/index.html from a run directory; return the summary.
+    `include`: the run-relative outputs it may read (None: all there are); `timings`: seconds per stage."""
     from lmmsae.atomic import atomic_write_text
     from lmmsae.summary import DEFINITIONS, HEADER, rows, summarise_scores
 
     run_dir = Path(run_dir)
     opts = opts or Options()
-    scores = read_all_scores(run_dir)
-    table = summarise_scores(scores, read_categories(run_dir), opts.confidence)
+    scores = read_all_scores(run_dir, include)
+    table = summarise_scores(scores, read_categories(run_dir, include), opts.confidence)
     summary = {
-        "run": run_dir.name, "components": components or {}, "sae": read_sae_metrics(run_dir),
+        "run": run_dir.name, "components": components or {}, "sae": read_sae_metrics(run_dir, include),
+        "seconds": timings or {},
         "scores": table, "table": {"header": HEADER, "rows": rows(table)},
         "definitions": {**DEFINITIONS, "confidence": opts.confidence},
     }
     atomic_write_text(run_dir / artifacts.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
-    pictures = feature_pictures(run_dir, scores, opts, dataset)
+    features_ok = include is None or artifacts.FEATURES in include
+    pictures = feature_pictures(run_dir, scores, opts, dataset if features_ok else None)
     atomic_write_text(run_dir / artifacts.REPORT_HTML, render_html(summary, pictures, opts))
     return summary
 

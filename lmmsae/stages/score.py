@@ -34,43 +34,97 @@ CLI_PARAMS = [
 ]
 
 
+def units(ctx) -> list:
+    """scores/<scorer>/<explainer>.jsonl per scorer and explained file, and categories/<explainer>.jsonl:
+    made from the explanations, the features, the dataset, the scorer and these options."""
+    from lmmsae.fingerprint import canonical
+    from lmmsae.plan import Unit
+    from lmmsae.stages.explain import features_input
+
+    c = ctx.config
+    opts = ctx.stage_options("score", Options)
+    features, external = features_input(opts.features)
+    common = {"dataset": c.dataset.to_dict(), "seed": c.seed, "judge": c.explainer.to_dict(),
+              "max_latents": opts.max_latents}
+    out = []
+    for explainer in opts.explainers or [c.explainer.name]:
+        inputs, outside = explanations_input(ctx, explainer)
+        for name, spec in zip(scorer_names([s.name for s in c.scorers]), c.scorers):
+            out.append(Unit("score", f"{artifacts.SCORES_DIR}/{name}/{explainer}.jsonl",
+                            {**common, "scorer": spec.to_dict()}, (*inputs, *features),
+                            external={**external, **outside}))
+        if opts.labeller != "none":
+            out.append(Unit("score", f"{artifacts.CATEGORIES_DIR}/{explainer}.jsonl",
+                            {"labeller": opts.labeller, "categories": canonical(opts.categories),
+                             "judge": c.explainer.to_dict()}, inputs, external=outside))
+    return out
+
+
+def explanations_input(ctx, explainer: str) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The run's explain output for its own explainer; another explainer's file is an external input."""
+    from lmmsae.fingerprint import digest, path_fingerprint
+    from lmmsae.stages.explain import output_path
+
+    rel = output_path(explainer)
+    if explainer == ctx.config.explainer.name:
+        return (rel,), {}
+    if ctx.run is None or not ctx.run.file(rel).exists():
+        return (), {rel: "absent"}
+    state = ctx.run.state(rel)
+    made = digest([state.get("fingerprint"), state.get("instance")]) if state else path_fingerprint(ctx.run.file(rel))
+    return (), {rel: made}
+
+
 def run(ctx) -> None:
-    from lmmsae.scorers.base import ScoringContext, label_of
-    from lmmsae.stores.features import FeatureStore
     from lmmsae.explainers.store import read_explanations
+    from lmmsae.scorers.base import ScoringContext, label_of
+    from lmmsae.stages.explain import explained_latents, features_path, output_path
+    from lmmsae.stores.features import FeatureStore
 
     opts = ctx.stage_options("score", Options)
-    from lmmsae.stages.explain import features_path
-
+    todo = [u for u in ctx.units("score") if u.todo]
+    if not todo:
+        return
     features = features_path(ctx, opts.features)
-    component, ds_options = ctx.component("dataset")
-    dataset = component.load()(ds_options)
-    scorers = [(name, component.load()(options)) for name, (component, options) in
-               zip(scorer_names([s.name for s in ctx.config.scorers]),
-                   (ctx.component("scorers", s) for s in ctx.config.scorers))]
+    dataset = ctx.build("dataset")
+    names = scorer_names([s.name for s in ctx.config.scorers])
+    specs = dict(zip(names, ctx.config.scorers))
+    built: dict[str, Any] = {}
     with FeatureStore(features) as store:
         for explainer in opts.explainers or [ctx.config.explainer.name]:
-            path = ctx.run.file(f"{artifacts.EXPLANATIONS_DIR}/{explainer}.jsonl")
+            units = [u for u in todo if u.path.endswith(f"/{explainer}.jsonl")]
+            if not units:
+                continue
+            path = ctx.run.file(output_path(explainer))
             if not path.exists():
                 raise UserError(f"no explanations at {path}: run `lmmsae explain --explainer {explainer}` first")
-            explanations = [e for _, e in sorted(read_explanations(path).items())]
+            wanted = explained_latents(ctx.run, output_path(explainer))
+            explanations = [e for (_, lat), e in sorted(read_explanations(path).items())
+                            if wanted is None or lat in set(wanted)]
             if opts.max_latents:
                 explanations = explanations[:opts.max_latents]
             labels = {int(e.latent): label_of(e) for e in explanations if label_of(e)}
             scoring = ScoringContext(dataset=dataset, seed=ctx.config.seed, device=ctx.config.device,
                                      dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer)
-            for name, scorer in scorers:
-                rel = f"{artifacts.SCORES_DIR}/{name}/{explainer}.jsonl"
-                if ctx.run.is_complete(rel):
+            for unit in units:
+                if not ctx.start(unit):
                     continue
+                if unit.path.startswith(artifacts.CATEGORIES_DIR):
+                    write_categories(explanations, categorizer(opts, scoring), ctx.run.file(unit.path))
+                    ctx.finish(unit, labeller=opts.labeller)
+                    continue
+                name = Path(unit.path).parent.name
+                if name not in built:
+                    component, options = ctx.component("scorers", specs[name])
+                    built[name] = component.load()(options)
+                scorer = built[name]
                 ctx.log("score", scorer=name, explainer=explainer, features=len(explanations))
-                n = score_explanations(scorer, name, explanations, store_records(store, scorer, dataset, ctx.config.seed),
-                                       scoring, ctx.run.file(rel))
-                ctx.run.mark_complete(rel, scored=n)
-            rel = f"{artifacts.CATEGORIES_DIR}/{explainer}.jsonl"
-            if opts.labeller != "none" and not ctx.run.is_complete(rel):
-                write_categories(explanations, categorizer(opts, scoring), ctx.run.file(rel))
-                ctx.run.mark_complete(rel, labeller=opts.labeller)
+                counts = score_explanations(scorer, name, explanations, store_records(store, scorer, dataset,
+                                            ctx.config.seed), scoring, ctx.run.file(unit.path))
+                if counts["failed"] and not counts["ok"]:
+                    raise UserError(f"score {name}: every one of {counts['failed']} features failed "
+                                    f"({counts['reason']}); fix the cause and rerun with --resume")
+                ctx.finish(unit, **counts)
 
 
 def scorer_names(names: list[str]) -> list[str]:
@@ -90,25 +144,38 @@ def store_records(store, scorer, dataset, seed: int) -> Callable[[int], Any]:
 
 
 def score_explanations(scorer, scorer_name: str, explanations: Iterable, record_for: Callable[[int], Any],
-                       ctx, out: str | Path) -> int:
-    """Score each explanation not yet in `out` (JSONL, appended); returns how many records `out` holds."""
+                       ctx, out: str | Path) -> dict[str, Any]:
+    """Score each explanation not yet in `out` (JSONL, appended; records that failed are tried again).
+    A scorer error on one feature becomes a `failed` record for it; returns the counts over `out`."""
+    from lmmsae.jsonl import JsonlWriter
     from lmmsae.progress import track
     from lmmsae.scorers.base import label_of, skipped
-    from lmmsae.jsonl import JsonlWriter
     from lmmsae.scorers.store import read_scores
 
     explanations = list(explanations)
-    done = read_scores(out)
+    done = {k for k, r in read_scores(out).items() if r.get("status") != "failed"}
     todo = [e for e in explanations if (e.hookpoint, int(e.latent)) not in done]
     identity = scorer.identity()
     with JsonlWriter(out) as writer:
         for e in track(todo, total=len(todo), description=f"score {scorer_name}", unit="features"):
             label = label_of(e)
-            result = scorer.score(record_for(int(e.latent)), e, ctx) if label else \
-                skipped(f"explanation status {e.status!r}: {e.reason or 'no text'}")
+            if label:
+                try:
+                    result = scorer.score(record_for(int(e.latent)), e, ctx)
+                except UserError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one feature's failure is recorded, not fatal
+                    result = {"score": None, "status": "failed",
+                              "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+            else:
+                result = skipped(f"explanation status {e.status!r}: {e.reason or 'no text'}")
             writer.write({"latent": int(e.latent), "hookpoint": e.hookpoint, "explainer": e.explainer,
                           "scorer": scorer_name, "label": label, **result, "scorer_options": identity})
-    return len(done) + len(todo)
+    wanted = {(e.hookpoint, int(e.latent)) for e in explanations}
+    records = [r for k, r in read_scores(out).items() if k in wanted]
+    failed = [r for r in records if r.get("status") == "failed"]
+    return {"scored": len(records), "ok": sum(r.get("status") == "ok" for r in records), "failed": len(failed),
+            "retry": len(failed), "reason": failed[-1].get("reason") if failed else None}
 
 
 def categorizer(opts: Options, scoring) -> Callable[[str], list[str]]:

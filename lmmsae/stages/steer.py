@@ -7,7 +7,7 @@ of the run, the run's trained SAE at `sae/<hookpoint>/`, and the run's dataset f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -66,27 +66,59 @@ def output_path(name: str) -> str:
     return f"{artifacts.STEERING_DIR}/{name}.jsonl"
 
 
+EXTENT = ("feature", "strength", "n_images", "first_image")  # which settings: a change adds records
+
+
+def units(ctx) -> list:
+    """steering/<output>.jsonl: one record per image x feature x strength, made from the model, the
+    dataset, the SAE (the run's or `sae_path`) and these options; new settings add records."""
+    from lmmsae.fingerprint import path_fingerprint, without
+    from lmmsae.plan import Unit
+
+    c = ctx.config
+    opts = ctx.stage_options("steer", Options)
+    if not opts.feature:
+        return []
+    options = {"model": c.model.to_dict(), "dataset": c.dataset.to_dict(), "dtype": c.dtype, "seed": c.seed,
+               "hookpoint": c.hookpoints[0], "on_bad_sample": c.on_bad_sample,
+               "steer": without(opts, *EXTENT, "batch_size")}
+    inputs, external = (), {}
+    if opts.sae_path:
+        external["sae_path"] = path_fingerprint(opts.sae_path, "steer.sae_path")
+    else:
+        inputs = (artifacts.SAE_DIR,)
+    if opts.judge:
+        from lmmsae.stages import explain
+
+        options["judge"] = c.explainer.to_dict()
+        inputs = (*inputs, explain.output_path(c.explainer.name))
+    return [Unit("steer", output_path(opts.output), options, inputs, external=external,
+                 extent={k: getattr(opts, k) for k in EXTENT}, extensible=True)]
+
+
 def run(ctx) -> None:
     opts = ctx.stage_options("steer", Options)
-    rel = output_path(opts.output)
-    if ctx.run.is_complete(rel):
-        ctx.log("stage-skip", stage="steer", reason=f"{rel} complete")
-        return
     if not opts.feature:
         raise UserError("steer needs at least one feature: pass --feature N (repeatable)")
-    from lmmsae.steering.loading import load_dataset, load_model_and_sae
+    (unit,) = ctx.units("steer")
+    if not ctx.start(unit):
+        return
+    from lmmsae.steering.loading import load_model_and_sae
 
     adapter, hookpoint, sae = load_model_and_sae(ctx, opts.sae_path)
-    dataset = load_dataset(ctx)
+    dataset = ctx.build("dataset")
     judge = concepts = None
     if opts.judge:
         ecomp, eopts = ctx.component("explainer")
         judge = ecomp.load()(eopts)
         concepts = explanations_by_latent(ctx.run.file(f"{artifacts.EXPLANATIONS_DIR}/{ctx.config.explainer.name}.jsonl"))
-    summary = steer_dataset(adapter, sae, hookpoint, dataset, opts, ctx.run.file(rel), judge=judge,
-                            judge_concepts=concepts, seed=ctx.config.seed)
-    ctx.run.mark_complete(rel, options=asdict(opts), hookpoint=hookpoint, summary=summary)
-    ctx.log("steer-done", output=rel, **{k: v for k, v in summary.items() if not isinstance(v, dict)})
+    from lmmsae.loader import Policy
+
+    policy = Policy(ctx.config.on_bad_sample, "steer", ctx.log)
+    summary = steer_dataset(adapter, sae, hookpoint, dataset, opts, ctx.run.file(unit.path), judge=judge,
+                            judge_concepts=concepts, seed=ctx.config.seed, policy=policy)
+    ctx.finish(unit, hookpoint=hookpoint, summary=summary, skipped=len(policy.skipped))
+    ctx.log("steer-done", output=unit.path, **{k: v for k, v in summary.items() if not isinstance(v, dict)})
 
 
 def explanations_by_latent(path: Path) -> dict[int, str]:
@@ -102,7 +134,8 @@ def explanations_by_latent(path: Path) -> dict[int, str]:
 
 
 def steer_dataset(adapter, sae, hookpoint: str, dataset, opts: Options, out_path: str | Path,
-                  judge=None, judge_concepts: dict[int, str] | None = None, seed: int = 0) -> dict[str, Any]:
+                  judge=None, judge_concepts: dict[int, str] | None = None, seed: int = 0,
+                  policy=None) -> dict[str, Any]:
     """The work of the stage from explicit inputs: sweep, check concepts, append records; returns a summary."""
     from lmmsae.models.base import TokenKind
     from lmmsae.progress import track
@@ -114,9 +147,12 @@ def steer_dataset(adapter, sae, hookpoint: str, dataset, opts: Options, out_path
     from lmmsae.steering.loading import check_features
 
     check_features(sae, opts.feature)
+    from lmmsae.loader import Policy, load_samples
+
     stop = min(len(dataset), opts.first_image + opts.n_images)
-    indices = list(range(opts.first_image, stop))
-    samples = [dataset.sample(i) for i in indices]
+    policy = policy if isinstance(policy, Policy) else Policy(policy or "skip", "steer")
+    loaded = load_samples(dataset, list(range(opts.first_image, stop)), policy)
+    indices, samples = loaded.indices, loaded.samples
     strengths: Sequence[float] = opts.strength or [50.0]
     kinds = TokenKind.parse(opts.token_kinds or None)
     out_path = Path(out_path)

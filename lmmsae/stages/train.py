@@ -26,7 +26,7 @@ from lmmsae.errors import UserError
 
 @dataclass
 class Options:
-    source: str = "auto"              # activations (collect/activations.h5), model (stream, store nothing), auto
+    source: str = "activations"       # activations (collect/activations.h5) or model (stream, store nothing)
     batch_size: int = 1024            # tokens per step (all ranks together under torchrun)
     epochs: int = 1                   # passes over activations.h5
     max_tokens: int | None = None     # stop after this many tokens (all ranks together)
@@ -49,12 +49,34 @@ class Options:
 CLI_PARAMS = [
     click.Option(["--batch-size", "batch_size"], type=int, help="Tokens per training step."),
     click.Option(["--max-tokens", "max_tokens"], type=int, help="Stop after this many training tokens."),
-    click.Option(["--source", "source"], type=click.Choice(["auto", "activations", "model"]),
-                 help="Train from activations.h5 or straight from the model."),
+    click.Option(["--source", "source"], type=click.Choice(["activations", "model"]),
+                 help="Train from activations.h5 (made by collect) or straight from the model (collect is then skipped)."),
     click.Option(["--lr", "lr"], type=float, help="Adam learning rate (default: 2e-4/sqrt(n_latents/2^14))."),
 ]
 
 NORMALIZE_BY_DEFAULT = {"jumprelu"}
+
+
+def source(ctx, opts: Options) -> str:
+    """Where training data comes from ("auto", an older spelling, means activations.h5)."""
+    return "activations" if opts.source == "auto" else opts.source
+
+
+def units(ctx) -> list:
+    """sae/: one folder per hookpoint (and per variant), made from the activations (or the model
+    stream), the SAE config and these options; CE/KL evaluation also reads the model and dataset."""
+    from lmmsae.fingerprint import without
+    from lmmsae.plan import Unit
+
+    c = ctx.config
+    opts = ctx.stage_options("train", Options)
+    src = source(ctx, opts)
+    options = {"sae": c.sae.to_dict(), "hookpoints": list(c.hookpoints), "seed": c.seed, "source": src,
+               "train": without(opts, "checkpoint_every", "model_batch_size", "source")}
+    if src == "model" or opts.eval_ce:
+        options.update(model=c.model.to_dict(), dataset=c.dataset.to_dict(), dtype=c.dtype)
+    inputs = (artifacts.ACTIVATIONS,) if src == "activations" else ()
+    return [Unit("train", artifacts.SAE_DIR, options, inputs=inputs)]
 
 
 def run(ctx) -> None:
@@ -65,17 +87,27 @@ def run(ctx) -> None:
         raise UserError(f"train.ce_tokens={opts.ce_tokens!r}: use answer or all")
     from lmmsae.trainer import init_distributed, shutdown_distributed, world
 
+    (unit,) = ctx.units("train")
+    if not unit.todo:
+        ctx.log("stage-skip", stage="train", reason="current")
+        return
     device = init_distributed(ctx.config.device)  # under torchrun: join the group (gloo / nccl)
     try:
-        _run(ctx, opts, device, *world())
+        rank, size = world()
+        if rank == 0:
+            ctx.start(unit)
+        if size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # nobody reads checkpoints rank 0 may still be discarding
+        _run(ctx, unit, opts, device, rank, size)
     finally:
         shutdown_distributed()
 
 
-def _run(ctx, opts: Options, device: str, rank: int, size: int) -> None:
+def _run(ctx, unit, opts: Options, device: str, rank: int, size: int) -> None:
     comp, sae_options = ctx.component("sae")
-    use_activations = opts.source == "activations" or (
-        opts.source == "auto" and ctx.run.is_complete(artifacts.ACTIVATIONS))
+    use_activations = source(ctx, opts) == "activations"
     reader = adapter = None
     if use_activations:
         from lmmsae.stores.activations import ActivationReader
@@ -84,14 +116,10 @@ def _run(ctx, opts: Options, device: str, rank: int, size: int) -> None:
         hookpoints = [reader.resolve(h) for h in ctx.config.hookpoints]
         dims = {h: reader.d_in(h) for h in hookpoints}
     else:
-        model, model_options = ctx.component("model")
-        adapter = model.load()(model_options, device=device, dtype=ctx.config.dtype)
+        adapter = ctx.build("model")
         hookpoints = adapter.resolve_hookpoints(ctx.config.hookpoints)
         dims = {h: adapter.d_model(h) for h in hookpoints}
     log = ctx.log if rank == 0 else _quiet  # rank 0 writes the run's events and files
-    if all(ctx.run.is_complete(f"{artifacts.SAE_DIR}/{h}") for h in hookpoints):
-        log("train-skip", reason="complete")
-        return
     specs = sae_specs(ctx.config.sae.name, sae_options, opts.variants)
     root = ctx.run.file(artifacts.SAE_DIR)
     log("train-start", hookpoints=hookpoints, saes=[s.name for s in specs],
@@ -100,7 +128,7 @@ def _run(ctx, opts: Options, device: str, rank: int, size: int) -> None:
     if reader is not None:  # every rank reads the same global batches and trains on its share
         batches = lambda: reader_batches(reader, hookpoints, opts, seed)  # noqa: E731
     else:  # every rank runs the model on its own samples
-        dataset = _dataset(ctx)
+        dataset = ctx.build("dataset")
         batches = lambda: model_batches(adapter, dataset, hookpoints, opts, rank, size)  # noqa: E731
     result = train(batches, dims, specs, root, opts, device=device, log=log, per_rank=reader is None)
     if rank != 0:
@@ -111,7 +139,7 @@ def _run(ctx, opts: Options, device: str, rank: int, size: int) -> None:
         if opts.eval_ce:
             metrics["splice"] = _splice_metrics(ctx, adapter, root / hookpoint, hookpoint, opts, metrics)
         write_metrics(root / hookpoint, metrics)
-        ctx.run.mark_complete(f"{artifacts.SAE_DIR}/{hookpoint}", tokens=metrics["training"]["tokens"])
+    ctx.finish(unit, hookpoints=hookpoints, tokens=result[hookpoints[0]]["training"]["tokens"])
     ctx.log("train-done", hookpoints=hookpoints)
 
 
@@ -312,11 +340,6 @@ def evaluate_saved(folder: Path, hookpoint: str, reader, options: Options) -> di
     return out
 
 
-def _dataset(ctx):
-    comp, opts = ctx.component("dataset")
-    return comp.load()(opts)
-
-
 def _splice_metrics(ctx, adapter, folder: Path, hookpoint: str, options: Options, metrics: dict) -> dict[str, Any]:
     """CE/KL loss recovered with zero and mean ablation, on the first eval_samples samples."""
     import torch
@@ -326,10 +349,8 @@ def _splice_metrics(ctx, adapter, folder: Path, hookpoint: str, options: Options
     from lmmsae.saes.io import load_sae
 
     if adapter is None:
-        from lmmsae.models import from_context
-
-        adapter = from_context(ctx)
-    dataset = _dataset(ctx)
+        adapter = ctx.build("model")
+    dataset = ctx.build("dataset")
     n = min(options.eval_samples, len(dataset))
     samples = []
     tokens = options.ce_tokens

@@ -26,25 +26,15 @@ def find_sae_dir(run_path: str | Path, hookpoint: str, sae_path: str | None = No
                     f"run `lmmsae train` first, or {hint}")
 
 
-def load_adapter(ctx):
-    """The run's model adapter on the run's device and dtype."""
-    comp, opts = ctx.component("model")
-    return comp.load()(opts, device=ctx.config.device, dtype=ctx.config.dtype)
-
-
 def load_model_and_sae(ctx, sae_path: str | None = None):
     """(adapter, hookpoint, sae) for the run's first hookpoint."""
     from lmmsae.saes.io import load_sae
 
-    adapter = load_adapter(ctx)
+    adapter = ctx.build("model")
     hookpoint = adapter.resolve_hookpoints(ctx.config.hookpoints)[0]
     sae = load_sae(find_sae_dir(ctx.run.path, hookpoint, sae_path), device=ctx.config.device)
     return adapter, hookpoint, sae
 
-
-def load_dataset(ctx):
-    comp, opts = ctx.component("dataset")
-    return comp.load()(opts)
 
 
 def check_features(sae, features) -> None:

@@ -41,7 +41,7 @@ from lmmsae.errors import UserError
 
 FORMAT = "lmmsae.features"
 SCHEMA_VERSION = 1
-JSON_ATTRS = ("layout", "kinds", "model", "sae", "dataset", "sample_range")
+JSON_ATTRS = ("layout", "kinds", "model", "sae", "dataset", "sample_range", "skipped")
 ROW_BLOCK = 2048
 SAMPLE_BLOCK = 65536
 
@@ -226,7 +226,7 @@ def load_cache(path: str | Path, rows: slice = slice(None), device="cpu") -> tup
 
 # ----------------------------------------------------------------------------- merging shards
 
-MERGE_MAY_DIFFER = ("n_images", "sample_range", "layout", "lmmsae_version")
+MERGE_MAY_DIFFER = ("n_images", "sample_range", "layout", "lmmsae_version", "skipped")
 
 
 def merge(paths: Sequence[str | Path], out: str | Path) -> None:
@@ -258,6 +258,8 @@ def merge(paths: Sequence[str | Path], out: str | Path) -> None:
         ranges = [a["sample_range"] for a in attrs if a.get("sample_range")]
         if ranges:
             merged_attrs["sample_range"] = [min(r[0] for r in ranges), max(r[1] for r in ranges)]
+        if any("skipped" in a for a in attrs):
+            merged_attrs["skipped"] = sorted((s for a in attrs for s in a.get("skipped") or []), key=lambda s: s["index"])
         a0 = attrs[0]
         with atomic_path(out) as tmp:
             with h5py.File(tmp, "w") as g:

@@ -125,7 +125,9 @@ def _run_dir(root: Path, n_tokens: int = 24 * 40, d: int = 16) -> None:
     with ActivationWriter(run.file(artifacts.ACTIVATIONS), {"h": d}, "float32", identity) as w:
         w.append({"h": acts}, tokens, samples, [], n_samples)
         w.finish()
-    run.mark_complete(artifacts.ACTIVATIONS)
+    from lmmsae.context import RunContext
+
+    RunContext(config, run).adopt(artifacts.ACTIVATIONS)
 
 
 def _train(root: Path, torchrun: bool) -> subprocess.CompletedProcess:
@@ -145,6 +147,7 @@ def test_train_stage_under_torchrun_equals_one_process(tmp_path):
     from safetensors.torch import load_file
 
     from lmmsae import artifacts
+    from lmmsae.rundir import RunDir
 
     one, two = tmp_path / "one", tmp_path / "two"
     _run_dir(one)
@@ -153,7 +156,7 @@ def test_train_stage_under_torchrun_equals_one_process(tmp_path):
     _train(two, torchrun=True)
     hook = "h"
     for root in (one, two):
-        assert (root / "r" / f"{artifacts.SAE_DIR}/{hook}{artifacts.COMPLETE_SUFFIX}").is_file()
+        assert RunDir(root / "r").is_complete(artifacts.SAE_DIR)
     a = load_file(str(one / "r" / artifacts.SAE_DIR / hook / artifacts.SAE_WEIGHTS))
     b = load_file(str(two / "r" / artifacts.SAE_DIR / hook / artifacts.SAE_WEIGHTS))
     assert a.keys() == b.keys()

@@ -168,6 +168,7 @@ def _save_sae(ctx, hookpoint):
     torch.manual_seed(0)
     sae = cls(32, cls.Options(n_latents=16))
     save_sae(sae, ctx.run.file(f"sae/{hookpoint}"))
+    ctx.adopt("sae")
 
 
 def test_stage_runs_skips_when_complete_and_merges_shards_started_by_hand(tmp_path):

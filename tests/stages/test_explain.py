@@ -45,7 +45,6 @@ def make_ctx(tmp_path, server, monkeypatch):
     run = RunDir.create(tmp_path / "runs", "r")
     write_truth_features(run.file(artifacts.FEATURES),
                          ShapesDataset(ShapesDataset.Options(**{k: v for k, v in DATASET.items() if k != "name"})))
-    run.mark_complete(artifacts.FEATURES)
     explainer = {"name": "openai-compatible", "model": "honest", "base_url": server.url + "/v1",
                  "api_key_env": "TEST_KEY", "backoff": 0.01, "concurrency": 2}
 
@@ -53,9 +52,18 @@ def make_ctx(tmp_path, server, monkeypatch):
         config = resolve(overrides=[("dataset", dict(DATASET)), ("explainer", dict(explainer)),
                                     ("scorers", [{"name": "iou", "baseline_draws": 4}]),
                                     *[(k, v) for k, v in overrides.items()]])
-        return RunContext(config, run)
+        ctx = RunContext(config, run)
+        if run.state(artifacts.FEATURES) is None:
+            ctx.adopt(artifacts.FEATURES)
+        return ctx
 
     return make
+
+
+def interrupt(run, rel):
+    """What a crash leaves: the state record still says running."""
+    state = json.loads(run.file(rel + artifacts.STATE_SUFFIX).read_text())
+    run.file(rel + artifacts.STATE_SUFFIX).write_text(json.dumps({**state, "status": "running"}))
 
 
 def records(path):
@@ -88,17 +96,17 @@ def test_explain_writes_every_feature_resumes_and_never_pays_twice(make_ctx, ser
     path = ctx.run.file(REL)
     text = path.read_text().splitlines()
     path.write_text(text[0] + "\n" + text[1] + "\n" + text[2][:30])
-    ctx.run.file(REL + artifacts.COMPLETE_SUFFIX).unlink()
-    explain.run(ctx)
+    interrupt(ctx.run, REL)
+    explain.run(make_ctx(**{"explain.n_features": 0}))
     again = records(path)
     assert sorted(again) == [0, 1, 2, 3] and [again[i].text for i in range(4)] == [out[i].text for i in range(4)]
     assert len(server.log) == sent  # the re-asked features came from the response cache
-    explain.run(ctx)  # complete: skipped
+    explain.run(make_ctx(**{"explain.n_features": 0}))  # complete: skipped
     assert len(server.log) == sent
     no_secret_anywhere(ctx.run.path)
 
 
-def test_failed_features_are_recorded_and_retried_only_when_asked(make_ctx, server):
+def test_failed_requests_are_recorded_and_asked_again_on_resume(make_ctx, server):
     from lmmsae.stages import explain
 
     server.inject("400")
@@ -108,11 +116,14 @@ def test_failed_features_are_recorded_and_retried_only_when_asked(make_ctx, serv
     assert out[0].status == "failed" and "400" in out[0].reason and out[0].text is None
     assert SECRET not in out[0].reason  # the server echoed the key back in its error
     assert out[2].status == "ok"
-    assert json.loads(ctx.run.file(REL + artifacts.COMPLETE_SUFFIX).read_text())["failed"] == 1
-    explain.run(make_ctx(**{"explain.latents": [0, 2], "explainer.concurrency": 1}))
-    assert len(server.log) == 2
-    explain.run(make_ctx(**{"explain.latents": [0, 2], "explainer.concurrency": 1, "explain.retry_failed": True}))
+    info = ctx.run.state(REL)["info"]
+    assert info["failed"] == 1 and info["retry"] == 1  # the request failed: worth asking again
+    again = make_ctx(**{"explain.latents": [0, 2], "explainer.concurrency": 1})
+    assert again.units("explain")[0].status == "resume"
+    explain.run(again)
     assert len(server.log) == 3 and records(ctx.run.file(REL))[0].text == "red regions"
+    done = make_ctx(**{"explain.latents": [0, 2], "explainer.concurrency": 1})
+    assert done.units("explain")[0].status == "current"
     no_secret_anywhere(ctx.run.path)
 
 
@@ -177,7 +188,8 @@ def test_compare_resume_runs_only_new_explainers_and_scorers(make_ctx, server):
     assert all(r["ok"] == 2 and r["scores"]["iou"]["common"]["n"] == 2 for r in summary["explainers"])
     assert len(server.log) == 4
     events = [json.loads(x) for x in ctx.run.file(artifacts.EVENTS).read_text().splitlines()]
-    assert [e["explainer"] for e in events if e["event"] == "compare-skip"] == ["honest"]
+    skipped = [e["path"] for e in events if e["event"] == "stage-skip" and "explanations" in e.get("path", "")]
+    assert skipped == ["compare/explanations/honest.jsonl"]
     assert [e["explainer"] for e in events if e["event"] == "explain-start"] == ["honest", "liar"]
     iou = ctx.run.file("compare/scores/iou/honest.jsonl")
     scored = iou.read_text()
@@ -192,7 +204,7 @@ def test_compare_resume_runs_only_new_explainers_and_scorers(make_ctx, server):
 
     assert all(len(read_scores(ctx.run.file(f"compare/scores/iou-1/{i}.jsonl"))) == 2 for i in ("honest", "liar"))
     assert all(r["scores"]["iou-1"]["common"]["n"] == 2 for r in summary["explainers"])
-    marker = json.loads(ctx.run.file(artifacts.COMPARE_SUMMARY + artifacts.COMPLETE_SUFFIX).read_text())
+    marker = ctx.run.state(artifacts.COMPARE_SUMMARY)["info"]
     assert marker["explainers"] == ["honest", "liar"] and marker["scorers"] == ["iou", "iou-1"]
     compare.run(ctx)  # the same request again: skipped outright
     events = [json.loads(x) for x in ctx.run.file(artifacts.EVENTS).read_text().splitlines()]
@@ -209,10 +221,11 @@ def test_explain_and_compare_refuse_an_incomplete_features_file(make_ctx, tmp_pa
 
     ctx = make_ctx(**{"compare.explainers": ["toy-llava"]})
     features = ctx.run.file(artifacts.FEATURES)
-    ctx.run.file(artifacts.FEATURES + artifacts.COMPLETE_SUFFIX).unlink()  # a cache killed part-way
+    interrupt(ctx.run, artifacts.FEATURES)  # a cache killed part-way
     for stage in (explain, compare):
-        with pytest.raises(UserError, match=r"incomplete: run `lmmsae cache --resume --name r --out .*` first"):
-            stage.run(ctx)
+        with pytest.raises(UserError, match=r"features.h5 is not current \(resume: interrupted\): run `lmmsae "
+                                            r"cache --resume --name r` first"):
+            stage.run(make_ctx(**{"compare.explainers": ["toy-llava"]}))
 
     # another run's features.h5, by path: its `complete` attribute decides (else its marker beside it)
     other = tmp_path / "other" / "cache" / "features.h5"
@@ -231,5 +244,5 @@ def test_explain_and_compare_refuse_an_incomplete_features_file(make_ctx, tmp_pa
         del f.attrs["complete"]
     with pytest.raises(UserError, match="incomplete"):
         explain.features_path(ctx, str(other))
-    other.with_name("features.h5.complete").write_text("{}\n")
+    other.with_name("features.h5.state.json").write_text('{"status": "complete"}\n')
     assert explain.features_path(ctx, str(other)) == other

@@ -12,10 +12,12 @@ def scored(tmp_path):
     from lmmsae.stages import score
 
     ctx = make_run(tmp_path, [{"name": "iou", "baseline_draws": 6}])
-    score.run(ctx)
     metrics = ctx.run.file("sae/layers.2/metrics.json")
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps({"fvu": 0.125, "l0": 8.0, "dead_fraction": 0.25, "tokens": 1000}))
+    ctx.adopt(artifacts.SAE_DIR)
+    ctx.adopt(artifacts.FEATURES)  # made from that SAE
+    score.run(ctx)
     return ctx
 
 
@@ -39,19 +41,26 @@ def test_report_summary_holds_sae_metrics_and_each_score_beside_its_baseline(sco
     html = scored.run.file(artifacts.REPORT_HTML).read_text()
     assert html.count("data:image/png;base64,") == 2 * 4 * 5   # 2 explainers x 4 features x 5 images
     assert RIGHT[0] in html and "fvu" in html
-    assert scored.run.is_complete(artifacts.SUMMARY)
+    assert scored.run.is_complete(artifacts.REPORT_DIR)
 
 
 def test_report_is_rebuilt_when_scores_change_and_reused_otherwise(scored):
-    from lmmsae.stages import report
+    from lmmsae.config import resolve
+    from lmmsae.context import RunContext
+    from lmmsae.stages import report, score
 
     report.run(scored)
     path = scored.run.file(artifacts.SUMMARY)
     first = path.stat().st_mtime_ns
-    report.run(scored)
+    report.run(RunContext(scored.config, scored.run))
     assert path.stat().st_mtime_ns == first
-    scores = scored.run.file("scores/iou/wrong.jsonl")
-    scores.write_text("\n".join(scores.read_text().splitlines()[:2]) + "\n")
-    report.run(scored)
+    assert RunContext(scored.config, scored.run).units("report")[0].status == "current"
+
+    config = resolve(base=scored.config.to_dict(), overrides=[("score.max_latents", 2)])
+    rescored = RunContext(config, scored.run)
+    score.run(rescored)  # the scores are made again from 2 explanations: the report is stale
+    later = RunContext(config, scored.run)
+    assert later.units("report")[0].status == "rerun"
+    report.run(later)
     summary = json.loads(path.read_text())
     assert summary["scores"]["iou"]["wrong"]["all"]["n"] == 2

@@ -51,8 +51,11 @@ def test_score_stage_resumes_by_latent_after_a_torn_write(run_ctx):
     path = run_ctx.run.file("scores/iou/right.jsonl")
     full = path.read_text().splitlines()
     path.write_text("\n".join(full[:2]) + "\n" + full[2][:25])      # two records kept, the third torn
-    run_ctx.run.file("scores/iou/right.jsonl" + artifacts.COMPLETE_SUFFIX).unlink()
-    score.run(run_ctx)
+    state = run_ctx.run.file("scores/iou/right.jsonl" + artifacts.STATE_SUFFIX)
+    state.write_text(json.dumps({**json.loads(state.read_text()), "status": "running"}))  # the crash
+    from lmmsae.context import RunContext
+
+    score.run(RunContext(run_ctx.config, run_ctx.run))
     again = lines_tolerant(path)
     assert [r["latent"] for r in again] == [0, 1, 2, 3, 4]
     assert [r["score"] for r in again] == [json.loads(x)["score"] for x in full]

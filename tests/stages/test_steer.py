@@ -98,16 +98,26 @@ def test_run_in_a_run_directory(tiny, tmp_path):
                            "steer": {"feature": [5], "strength": [0.0, 8.0], "mode": "add", "n_images": 2,
                                      "max_new_tokens": 4}})
     ctx = RunContext(config, RunDir(tmp_path / "run"))
+    ctx.adopt("sae")
     stage.run(ctx)
     rel = stage.output_path("steer")
     assert ctx.run.is_complete(rel)
     rows = [json.loads(x) for x in ctx.run.file(rel).read_text().splitlines()]
     assert len(rows) == 4 and {r["strength"] for r in rows} == {0.0, 8.0}
-    marker = json.loads(ctx.run.file(rel + ".complete").read_text())
-    assert marker["summary"]["n"] == 4 and marker["options"]["feature"] == [5]
+    state = ctx.run.state(rel)
+    assert state["info"]["summary"]["n"] == 4 and state["extent"]["feature"] == [5]
     before = ctx.run.file(rel).read_text()
-    stage.run(ctx)  # complete: skipped
+    stage.run(RunContext(config, ctx.run))  # current: skipped
     assert ctx.run.file(rel).read_text() == before
+
+    # another feature on the same run: its records are added (it used to be skipped silently)
+    other = resolve(base=config.to_dict(), overrides=[("steer.feature", [7])])
+    assert RunContext(other, ctx.run).units("steer")[0].status == "extend"
+    stage.run(RunContext(other, ctx.run))
+    rows = [json.loads(x) for x in ctx.run.file(rel).read_text().splitlines()]
+    assert sorted({r["feature"] for r in rows}) == [5, 7] and len(rows) == 8
+    assert ctx.run.file(rel).read_text().startswith(before)
+    assert ctx.run.state(rel)["extent"]["feature"] == [7]
 
 
 def test_steer_command_line(tiny, tmp_path):

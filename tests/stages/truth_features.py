@@ -66,10 +66,11 @@ def make_run(root, scorers, explainers=("right", "wrong")):
     run = RunDir.create(root / "runs", "r")
     options = {k: v for k, v in DATASET.items() if k != "name"}
     write_truth_features(run.file(artifacts.FEATURES), ShapesDataset(ShapesDataset.Options(**options)))
-    run.mark_complete(artifacts.FEATURES)
     for explainer, labels in (("right", RIGHT), ("wrong", WRONG)):
         with ExplanationWriter(run.file(f"{artifacts.EXPLANATIONS_DIR}/{explainer}.jsonl")) as w:
             for latent, label in enumerate(labels):
                 w.write(Explanation(latent, "layers.2", explainer, text=f"The regions are {label}.", label=label))
             w.write(Explanation(len(labels), "layers.2", explainer, text=None, status="failed", reason="no answer"))
-    return RunContext(config, run)
+    ctx = RunContext(config, run)
+    ctx.adopt(artifacts.FEATURES)
+    return ctx

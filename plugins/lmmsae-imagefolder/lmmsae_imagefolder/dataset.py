@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmmsae.datasets.base import Dataset, Sample
+from lmmsae.datasets.base import BadSample, Dataset, Sample
 from lmmsae.errors import UserError
 
 
@@ -44,7 +44,7 @@ class ImageFolder(Dataset):
         try:
             with Image.open(path) as img:
                 image = img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UserError(f"image {sample_id!r} cannot be read ({exc.__class__.__name__}): fix or remove it") from None
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise BadSample(sample_id, f"image cannot be read ({exc.__class__.__name__}): fix or remove it") from None
         label = self.labels.get(sample_id)
         return Sample(sample_id, image, self.options.prompt, {"caption": label} if label else None)
