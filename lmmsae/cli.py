@@ -45,12 +45,7 @@ class LazyGroup(click.Group):
         if not hasattr(self, "_extra"):
             from lmmsae import plugins
 
-            group = click.Group()
-            try:
-                plugins.plugin_manager().hook.register_commands(cli=group)
-            except UserError as exc:
-                raise click.ClickException(str(exc)) from None
-            self._extra = dict(group.commands)
+            self._extra = plugins.commands()
         return self._extra
 
     def invoke(self, ctx):

@@ -28,12 +28,24 @@ class Component:
         module_name, _, attr = self.target.partition(":")
         try:
             module = importlib.import_module(module_name)
-            return getattr(module, attr)
         except ModuleNotFoundError as exc:
-            raise UserError(
-                f"{SINGULAR[self.kind]} {self.name!r} (from {self.plugin}) needs the missing package "
-                f"{exc.name!r}: install it with pip install {exc.name}"
-            ) from None
+            if exc.name != module_name or "." not in module_name:
+                raise UserError(
+                    f"{SINGULAR[self.kind]} {self.name!r} (from {self.plugin}) needs the missing package "
+                    f"{exc.name!r}: install it with pip install {exc.name}"
+                ) from None
+            raise self._broken(f"module {module_name!r} does not exist") from None
+        except ImportError as exc:
+            raise self._broken(f"importing {module_name!r} failed ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+        if not attr or not hasattr(module, attr):
+            raise self._broken(f"{module_name!r} has no {attr!r}")
+        return getattr(module, attr)
+
+    def _broken(self, what: str) -> UserError:
+        return UserError(
+            f"{SINGULAR[self.kind]} {self.name!r} (from plugin {self.plugin}) points to {self.target!r}, but "
+            f"{what}: update or uninstall that plugin"
+        )
 
     def options(self, values: dict[str, Any] | None = None):
         """The validated Options instance for this component, presets overridden by `values`."""

@@ -18,13 +18,14 @@ def plugins(as_json):
     if as_json:
         data = {kind: [{"name": c.name, "plugin": c.plugin} for c in pl.registry(kind)] for kind in KINDS}
         data["plugins"] = [
-            {"name": i.distribution, "version": i.version, "modules": i.modules, "components": i.components}
+            {"name": i.distribution, "version": i.version, "modules": i.modules, "components": i.components,
+             "error": i.error}
             for i in infos
         ]
         click.echo(json.dumps(data, indent=2))
         return
     for info in infos:
-        click.echo(f"{info.distribution} {info.version}")
+        click.echo(f"{info.distribution} {info.version}" + (f"  BROKEN, skipped: {info.error}" if info.error else ""))
         for kind in KINDS:
             if info.components.get(kind):
                 click.echo(f"  {kind}: {', '.join(info.components[kind])}")
