@@ -114,7 +114,8 @@ class RunContext:
     # -- validation before any work
 
     def validate(self, stages: Iterable[str] = ()) -> None:
-        """Check every component's and stage's options up front, so a typo fails before hours of work."""
+        """Check every component's and stage's options up front, so a typo fails before hours of work,
+        and run the preflight of the components the `stages` to run use."""
         from lmmsae import plugins
         from lmmsae.config import STAGES
         from lmmsae.plan import stage_module
@@ -123,12 +124,34 @@ class RunContext:
             plugins.get(COMPONENT_SECTIONS[section], getattr(self.config, section).name)
         for spec in self.config.scorers:
             plugins.get("scorers", spec.name)
+        self.preflight(list(stages))
         for section in COMPONENT_SECTIONS:
             self.component(section)
         for spec in self.config.scorers:
             self.component("scorers", spec)
         for stage in STAGES:
             self.stage_options(stage, stage_module(stage).Options)
+
+    def preflight(self, stages: list[str]) -> None:
+        """Each component the stages use checks what it needs (an API key, a checkpoint, a folder), so a
+        missing key fails in a second, not after hours of earlier stages; explainers first (cheapest)."""
+        from lmmsae.registry import SINGULAR
+
+        sections = {s for stage in stages for s in STAGE_SECTIONS.get(stage, ())}
+        specs = [("explainers", e) for e in self._compare_explainers()] if "compare" in stages else []
+        specs += [(s, getattr(self.config, s)) for s in ("explainer", "dataset", "model", "sae") if s in sections]
+        specs += [("scorers", s) for s in self.config.scorers if "scorers" in sections]
+        for section, spec in specs:
+            component, options = self.component(section, spec)
+            try:
+                getattr(component.load(), "preflight", lambda _options: None)(options)
+            except UserError as exc:
+                raise UserError(f"{SINGULAR[component.kind]} {spec.name!r}: {exc}") from None
+
+    def _compare_explainers(self) -> list[ComponentConfig]:
+        from lmmsae.stages.compare import Options, entrants
+
+        return [ComponentConfig(e.name, e.options) for e in entrants(self.stage_options("compare", Options).explainers)]
 
 
 def _model(cls, options, ctx: RunContext):
@@ -140,3 +163,9 @@ def _dataset(cls, options, ctx: RunContext):
 
 
 BUILDERS = {"model": _model, "dataset": _dataset}
+
+
+# The component sections each stage uses: preflight checks only what will run (a report needs no key).
+STAGE_SECTIONS = {"collect": ("dataset", "model"), "train": ("dataset", "model", "sae"),
+                  "cache": ("dataset", "model", "sae"), "explain": ("explainer",), "score": ("dataset", "scorers"),
+                  "steer": ("dataset", "model", "sae"), "compare": ("scorers",)}

@@ -9,8 +9,11 @@ from typing import Any
 from lmmsae.errors import UserError, did_you_mean
 
 
-def parse_options(options_cls: type, values: dict[str, Any] | None, where: str):
-    """Build `options_cls(**values)`, turning unknown keys and wrong types into one-line UserErrors."""
+def parse_options(options_cls: type, values: dict[str, Any] | None, where: str, section: str | None = None):
+    """Build `options_cls(**values)`, turning unknown keys and wrong types into one-line UserErrors.
+
+    `where` names the thing in messages ("dataset 'imagefolder'"); `section` is the config path a
+    user sets its options under (`-o dataset.root=...`), `where` itself when that is a path."""
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(options_cls)}
     for key in values:
@@ -26,7 +29,7 @@ def parse_options(options_cls: type, values: dict[str, Any] | None, where: str):
         if n not in coerced and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise UserError(f"{where} needs option(s) {', '.join(missing)}: set them with -o {where}.{missing[0]}=...")
+        raise UserError(f"{where} needs option(s) {', '.join(missing)}: set them with -o {section or where}.{missing[0]}=...")
     try:
         return options_cls(**coerced)
     except (TypeError, ValueError) as exc:

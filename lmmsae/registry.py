@@ -11,6 +11,7 @@ from lmmsae.errors import UserError, did_you_mean
 KINDS = ("models", "saes", "datasets", "explainers", "scorers")
 SINGULAR = {"models": "model", "saes": "SAE architecture", "datasets": "dataset",
             "explainers": "explainer", "scorers": "scorer"}
+SECTION = {"models": "model", "saes": "sae", "datasets": "dataset", "explainers": "explainer", "scorers": "scorers.N"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class Component:
 
         cls = self.load()
         merged = {**self.defaults, **(values or {})}
-        return parse_options(getattr(cls, "Options"), merged, where=f"{SINGULAR[self.kind]} {self.name!r}")
+        return parse_options(getattr(cls, "Options"), merged, where=f"{SINGULAR[self.kind]} {self.name!r}",
+                             section=SECTION[self.kind])
 
 
 class Registry:

@@ -57,3 +57,32 @@ def test_plugins_json_shape():
     data = json.loads(result.stdout)
     assert set(data) == {"models", "saes", "datasets", "explainers", "scorers", "plugins"}
     assert data["plugins"][0]["name"] == "lmmsae"
+
+
+def run_in_process(args, env, cwd):
+    """The CLI in a fresh interpreter that reports, after it exits, which heavy libraries it imported."""
+    code = ("import sys; from lmmsae.cli import cli\n"
+            "try:\n    cli(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    print('heavy:', [m for m in ('torch', 'transformers', 'open_clip') if m in sys.modules], file=sys.stderr)\n"
+            "    raise")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+def test_compare_without_the_api_key_fails_before_any_stage(tmp_path):
+    env = {k: v for k, v in ENV.items() if k != "ANTHROPIC_API_KEY"}
+    result = run_in_process(["compare", "--explainers", "toy-llava", "--explainers", "anthropic"], env, tmp_path)
+    assert result.returncode == 1
+    error, heavy = result.stderr.strip().splitlines()
+    assert error == "Error: explainer 'anthropic': needs an API key: set the environment variable ANTHROPIC_API_KEY"
+    assert heavy == "heavy: []"  # nothing loaded: it failed in the first second
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_with_an_uncached_explainer_offline_fails_before_collect(tmp_path):
+    result = run_in_process(["run", "--explainer", "llava-ov"], {**ENV, "HF_HUB_OFFLINE": "1"}, tmp_path)
+    assert result.returncode == 1
+    error, heavy = result.stderr.strip().splitlines()
+    assert error.startswith("Error: explainer 'llava-ov': checkpoint 'llava-hf/llava-onevision-qwen2-72b-ov-hf' is "
+                            "not a local folder and not in the Hugging Face cache, and downloads are off")
+    assert heavy == "heavy: []"
+    assert not (tmp_path / "runs").exists()

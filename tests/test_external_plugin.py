@@ -9,6 +9,7 @@ from PIL import Image
 
 from lmmsae import plugins
 from lmmsae.cli import cli
+from lmmsae.datasets.base import BadSample
 from lmmsae.errors import UserError
 
 pytestmark = pytest.mark.skipif(
@@ -52,11 +53,33 @@ def test_usable_by_name(external_plugins, tmp_path):
     assert sample.image.getpixel((0, 0)) == (0, 0, 255)
 
 
-def test_bad_root_and_corrupt_image_are_clear(external_plugins, tmp_path):
+def test_bad_root_is_clear_before_any_stage(external_plugins, tmp_path):
     component = plugins.get("datasets", "imagefolder")
-    with pytest.raises(UserError, match="is not a folder"):
+    with pytest.raises(UserError, match="is not a folder: set -o dataset.root=<folder of images>"):
         component.load()(component.options({"root": str(tmp_path / "nope")}))
+    with pytest.raises(UserError, match="is not a folder"):
+        component.load().preflight(component.options({"root": str(tmp_path / "nope")}))
+
+
+def test_missing_root_hint_names_the_override_path(external_plugins):
+    with pytest.raises(UserError) as err:
+        plugins.get("datasets", "imagefolder").options({})
+    assert str(err.value) == "dataset 'imagefolder' needs option(s) root: set them with -o dataset.root=..."
+
+
+def test_corrupt_image_is_a_skippable_bad_sample(external_plugins, tmp_path):
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.png")
     (tmp_path / "broken.png").write_bytes(b"not a png")
+    component = plugins.get("datasets", "imagefolder")
     dataset = component.load()(component.options({"root": str(tmp_path)}))
+<<<<<<< HEAD
     with pytest.raises(UserError, match="sample 'broken.png': image cannot be read"):  # a BadSample: skipped by stages
         dataset.sample(0)
+=======
+    assert dataset.sample(0).id == "a.png"
+    with pytest.raises(BadSample) as err:
+        dataset.sample(1)
+    assert isinstance(err.value, UserError)  # one line where nothing skips
+    assert (err.value.sample_id, str(err.value)) == (
+        "broken.png", "sample 'broken.png': image cannot be read (UnidentifiedImageError): fix or remove it")
+>>>>>>> af1d52c (Preflight: components check their keys, checkpoints, weights and folders (one line each) before the first stage; a corrupt imagefolder image is a skippable BadSample; option hints name the -o path (-o dataset.root=); CPU-only install documented; getting-started's stage order fixed)

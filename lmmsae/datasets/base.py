@@ -43,6 +43,11 @@ class Dataset(ABC):
     def __init__(self, options: "Dataset.Options"):
         self.options = options
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        """Cheap checks, before any stage starts, of what this component will need (an API key, a
+        checkpoint, a folder): raise UserError saying what is missing. No model loads here."""
+
     @abstractmethod
     def __len__(self) -> int:
         """Number of samples."""

@@ -27,6 +27,17 @@ class HFDataset(Dataset):
         caption_column: str | None = None  # kept as ground truth (truth["caption"])
         limit: int | None = None
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        import importlib.util
+
+        from lmmsae.checkpoints import looks_local
+
+        if importlib.util.find_spec("datasets") is None:
+            raise UserError("needs the datasets package: pip install 'lmmsae[hf]'")
+        if looks_local(options.path) and not Path(options.path).expanduser().is_dir():
+            raise UserError(f"folder {options.path!r} does not exist: set -o dataset.path=<save_to_disk folder or hub name>")
+
     def __init__(self, options: "HFDataset.Options"):
         super().__init__(options)
         try:

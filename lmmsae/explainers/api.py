@@ -73,6 +73,13 @@ class APIExplainer(Explainer):
 
     key_required = True
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        if not options.model:
+            raise UserError("needs a model name: -o explainer.model=...")
+        if cls.key_required and not (options.api_key_env and os.environ.get(options.api_key_env)):
+            raise UserError(f"needs an API key: set the environment variable {options.api_key_env or '(api_key_env)'}")
+
     def __init__(self, options=None, name=None, cache=None):
         super().__init__(options, name, cache)
         o = self.options

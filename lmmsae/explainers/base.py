@@ -49,6 +49,11 @@ class Explainer(ABC):
         self.name = name or type(self).__name__.lower()
         self.cache = cache  # a ResponseCache, or None for no caching
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        """Cheap checks, before any stage starts, of what this component will need (an API key, a
+        checkpoint, a folder): raise UserError saying what is missing. No model loads here."""
+
     @abstractmethod
     def explain(self, records: Iterable[FeatureRecord]) -> Iterator[Explanation]:
         """Yield one Explanation per record (status ok or failed with a reason), in completion order."""

@@ -72,6 +72,14 @@ class LocalExplainer(Explainer):
         answer_format: Literal["tagged", "plain"] = "tagged"
         generate_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {do_sample: true, temperature: 0.7}
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        from lmmsae.checkpoints import check_checkpoint
+
+        if not options.checkpoint:
+            raise UserError("needs a checkpoint: -o explainer.checkpoint=<HF id or folder>")
+        check_checkpoint(options.checkpoint, "explainer.checkpoint")
+
     def __init__(self, options=None, name=None, cache=None):
         super().__init__(options, name, cache)
         if not self.options.checkpoint:

@@ -143,6 +143,11 @@ class ModelAdapter(ABC):
         self.options = options
 
     @classmethod
+    def preflight(cls, options) -> None:
+        """Cheap checks, before any stage starts, of what this component will need (an API key, a
+        checkpoint, a folder): raise UserError saying what is missing. No model loads here."""
+
+    @classmethod
     @abstractmethod
     def list_hookpoints(cls, options) -> list[str]:
         """Canonical hookpoint names, from the config alone (no weights loaded)."""

@@ -80,6 +80,12 @@ class TransformersAdapter(ModelAdapter):
         attn_implementation: str | None = None
         stop_early: bool = True              # skip blocks after the deepest captured hookpoint
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        from lmmsae.checkpoints import check_checkpoint
+
+        check_checkpoint(options.checkpoint, "model.checkpoint")
+
     def __init__(self, options, device: str = "cpu", dtype: str = "float32"):
         super().__init__(options, device, dtype)
         import transformers

@@ -72,6 +72,11 @@ class Scorer(ABC):
     def __init__(self, options: "Scorer.Options | None" = None):
         self.options = options if options is not None else self.Options()
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        """Cheap checks, before any stage starts, of what this component will need (an API key, a
+        checkpoint, a folder): raise UserError saying what is missing. No model loads here."""
+
     @abstractmethod
     def score(self, record: FeatureRecord, explanation: Explanation, ctx: ScoringContext) -> dict[str, Any]:
         """The score record (see module docstring)."""

@@ -46,6 +46,49 @@ def load_open_clip(model: str, pretrained: str = "", device: str = "cpu"):
     return net.eval(), preprocess, tokenizer, {"name": model, "pretrained": pretrained or None}
 
 
+def check_clip_weights(model: str, pretrained: str = "") -> None:
+    """UserError when the open_clip weights `load_open_clip` would use are not here (cheap: no model loads).
+    A pretrained tag not yet downloaded is fine online and an error offline (HF_HUB_OFFLINE)."""
+    import os
+    from pathlib import Path
+
+    from lmmsae.checkpoints import in_hf_cache, looks_local, offline
+
+    fix = "pass -o scorers.N.model=<open_clip name> -o scorers.N.pretrained=<tag or weights file>"
+    if model == TOY:
+        from lmmsae import toyworld
+
+        if not toyworld.weights_available():
+            raise UserError(f"the toy CLIP weights are not in this installation (lmmsae/toyworld/weights/clip); {fix}")
+        return
+    if model.startswith("local-dir:"):
+        if not Path(model.split(":", 1)[1]).expanduser().is_dir():
+            raise UserError(f"CLIP folder {model.split(':', 1)[1]!r} does not exist; {fix}")
+        return
+    if model.startswith("hf-hub:"):
+        if offline() and not in_hf_cache(model.split(":", 1)[1], ("open_clip_config.json",)):
+            raise UserError(f"CLIP {model!r} is not in the Hugging Face cache and downloads are off (HF_HUB_OFFLINE); {fix}")
+        return
+    if not pretrained or Path(pretrained).expanduser().is_file():
+        return
+    if looks_local(pretrained):
+        raise UserError(f"CLIP weights file {pretrained!r} does not exist; {fix}")
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not cfg:
+        raise UserError(f"open_clip has no pretrained weights {pretrained!r} for model {model!r} "
+                        f"(see open_clip.list_pretrained()); {fix}")
+    if not offline():
+        return
+    repo, filename = os.path.split(cfg.get("hf_hub", ""))  # "org/model/" or "org/model/file.bin"
+    names = tuple(n for n in (filename, "open_clip_model.safetensors", "open_clip_pytorch_model.bin") if n)
+    url_file = Path("~/.cache/clip").expanduser() / os.path.basename(cfg.get("url", "") or "none")
+    if not ((repo and in_hf_cache(repo, names)) or url_file.is_file()):
+        raise UserError(f"the CLIP weights {model}/{pretrained} are not downloaded and downloads are off "
+                        f"(HF_HUB_OFFLINE); {fix}")
+
+
 class ClipEmbedder:
     """Unit-norm open_clip embeddings, with dataset images cached by index (baselines reuse them)."""
 
@@ -92,6 +135,10 @@ class ClipScorer(Scorer):
         masked: bool = False      # also score the masked views
         template: str = "{label}" # text given to CLIP
         batch_size: int = 64
+
+    @classmethod
+    def preflight(cls, options) -> None:
+        check_clip_weights(options.model, options.pretrained)
 
     def __init__(self, options: "ClipScorer.Options | None" = None):
         super().__init__(options)

@@ -84,6 +84,18 @@ class DetectionScorer(Scorer):
         embed_model: str = "toy"         # CLIP for negatives="similar" (see the clip scorer)
         embed_pretrained: str = ""
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        if options.judge:  # "" = the run's explainer, checked as the explainer
+            from lmmsae import plugins
+
+            judge = plugins.get("explainers", options.judge)
+            judge.load().preflight(judge.options(options.judge_options))
+        if options.negatives == "similar":
+            from lmmsae.scorers.clip import check_clip_weights
+
+            check_clip_weights(options.embed_model, options.embed_pretrained)
+
     def record_request(self) -> dict[str, Any]:
         o = self.options
         request = {"n": o.skip_top, "held_out": o.n_positive, "n_negatives": o.n_negatives,

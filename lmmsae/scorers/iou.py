@@ -62,6 +62,14 @@ class IoUScorer(Scorer):
         box_threshold: float = 0.3
         text_threshold: float = 0.25
 
+    @classmethod
+    def preflight(cls, options) -> None:
+        if options.regions == "segmenter":  # "auto" uses the segmenter only for images without masks
+            from lmmsae.checkpoints import check_checkpoint
+
+            check_checkpoint(options.detector, "scorers.N.detector")
+            check_checkpoint(options.sam, "scorers.N.sam")
+
     def __init__(self, options: "IoUScorer.Options | None" = None):
         super().__init__(options)
         self._segmenter = None

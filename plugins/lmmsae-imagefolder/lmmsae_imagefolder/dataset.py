@@ -18,11 +18,16 @@ class ImageFolder(Dataset):
         extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp"])
         limit: int | None = None
 
-    def __init__(self, options: "ImageFolder.Options"):
-        super().__init__(options)
+    @classmethod
+    def preflight(cls, options) -> None:
         root = Path(options.root).expanduser()
         if not root.is_dir():
             raise UserError(f"imagefolder root {str(root)!r} is not a folder: set -o dataset.root=<folder of images>")
+
+    def __init__(self, options: "ImageFolder.Options"):
+        super().__init__(options)
+        self.preflight(options)
+        root = Path(options.root).expanduser()
         exts = {e.lower() for e in options.extensions}
         self.paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
         if options.limit is not None:
