@@ -21,6 +21,8 @@ COMMANDS = {
     **{stage: (f"lmmsae.commands.stage:{stage}", text) for stage, text in STAGE_HELP.items()},
 }
 
+RUN_KEY = "lmmsae.run"  # click's ctx.meta key holding the current run's folder (set by make_context)
+
 
 class LazyGroup(click.Group):
     """Subcommands are imported on use; plugin commands come from the `register_commands` hook."""
@@ -59,7 +61,9 @@ class LazyGroup(click.Group):
                 raise
             raise click.ClickException(message) from None
         except KeyboardInterrupt:
-            click.echo("interrupted: continue with the same command plus --resume --name <run>", err=True)
+            run = ctx.meta.get(RUN_KEY)
+            click.echo(f"interrupted: continue with the same command plus --resume --name {run.name}" if run
+                       else "interrupted before the run folder was created", err=True)
             sys.exit(130)
 
 

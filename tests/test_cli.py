@@ -86,3 +86,19 @@ def test_run_with_an_uncached_explainer_offline_fails_before_collect(tmp_path):
                             "not a local folder and not in the Hugging Face cache, and downloads are off")
     assert heavy == "heavy: []"
     assert not (tmp_path / "runs").exists()
+
+
+def test_interrupt_names_the_run_to_resume(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "lmmsae", "run", "-o", "dataset.n=64"], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("runs/*/collect")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    (run,) = [p.name for p in (tmp_path / "runs").iterdir()]  # a timestamp: the user did not choose it
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == f"interrupted: continue with the same command plus --resume --name {run}"

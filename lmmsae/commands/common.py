@@ -113,6 +113,11 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
         run.write_env()
         run.log("start", name=config.name, runs=list(runs))
         ctx.created = True
+    current = click.get_current_context(silent=True)
+    if current is not None:  # so an interrupt can say which run to resume
+        from lmmsae.cli import RUN_KEY
+
+        current.meta[RUN_KEY] = ctx.run.path
     seed_everything(config.seed)
     return ctx
 

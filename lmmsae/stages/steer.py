@@ -102,6 +102,9 @@ def run(ctx) -> None:
         raise UserError("steer needs at least one feature: pass --feature N (repeatable)")
     (unit,) = ctx.units("steer")
     if not ctx.start(unit):
+        summary = ((ctx.run.state(unit.path) or {}).get("info") or {}).get("summary")
+        if summary:
+            print_summary(summary, ctx.run.file(unit.path))
         return
     from lmmsae.steering.loading import load_model_and_sae
 
@@ -119,6 +122,30 @@ def run(ctx) -> None:
                             judge_concepts=concepts, seed=ctx.config.seed, policy=policy)
     ctx.finish(unit, hookpoint=hookpoint, summary=summary, skipped=len(policy.skipped))
     ctx.log("steer-done", output=unit.path, **{k: v for k, v in summary.items() if not isinstance(v, dict)})
+    print_summary(summary, ctx.run.file(unit.path))
+
+
+def print_summary(summary: dict[str, Any], path: Path) -> None:
+    """One row per setting (feature@strength): how often and how far the output moved; then the file."""
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = summary.get("settings") or {}
+    concept = any("concept_steered" in row for row in settings.values())
+    table = Table(title="steering: per setting (feature@strength)")
+    for name in ["setting", "n", "changed", "KL", "repeats", *(["concept before", "after"] if concept else [])]:
+        table.add_column(name, justify="left" if name == "setting" else "right")
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    num = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for name, row in settings.items():
+        cells = [name, str(row.get("n", 0)), pct(row.get("changed")), num(row.get("kl")),
+                 num(row.get("repetition_steered"))]
+        if concept:
+            cells += [pct(row.get("concept_original")), pct(row.get("concept_steered"))]
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    console.print(f"steering records: {path}", soft_wrap=True)
 
 
 def explanations_by_latent(path: Path) -> dict[int, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +131,9 @@ def _run(ctx, unit, opts: Options, device: str, rank: int, size: int) -> None:
     else:  # every rank runs the model on its own samples
         dataset = ctx.build("dataset")
         batches = lambda: model_batches(adapter, dataset, hookpoints, opts, rank, size)  # noqa: E731
-    result = train(batches, dims, specs, root, opts, device=device, log=log, per_rank=reader is None)
+    steps = opts.epochs * (reader.n_tokens // opts.batch_size) if reader is not None else None
+    result = train(batches, dims, specs, root, opts, device=device, log=log, per_rank=reader is None,
+                   total_steps=steps)
     if rank != 0:
         return
     for hookpoint in hookpoints:
@@ -139,8 +142,37 @@ def _run(ctx, unit, opts: Options, device: str, rank: int, size: int) -> None:
         if opts.eval_ce:
             metrics["splice"] = _splice_metrics(ctx, adapter, root / hookpoint, hookpoint, opts, metrics)
         write_metrics(root / hookpoint, metrics)
+        warning = sparsity_warning(metrics, json.loads((root / hookpoint / artifacts.SAE_CFG).read_text()))
+        if warning:
+            print(f"[train] warning: {hookpoint}: {warning}", file=sys.stderr, flush=True)
+            ctx.log("train-warning", hookpoint=hookpoint, message=warning)
     ctx.finish(unit, hookpoints=hookpoints, tokens=result[hookpoints[0]]["training"]["tokens"])
     ctx.log("train-done", hookpoints=hookpoints)
+
+
+DENSE_FRACTION = 0.1  # an L0 above this share of the latents is not a sparse code
+
+
+def sparsity_warning(metrics: dict[str, Any], cfg: dict[str, Any]) -> str | None:
+    """One line when the trained SAE is not sparse as intended, else None.
+
+    With a `k` (TopK family) the mean L0 should be near k: below k/2 many chosen latents are zero
+    (dead or negative pre-activations), above 2k (BatchTopK's threshold at inference) it fires far
+    more than trained for. Otherwise (L1 / L0 penalties) an L0 above 10% of the latents means the
+    penalty is too weak: features that fire on most tokens are rarely interpretable."""
+    evaluation = metrics.get("evaluation") or {}
+    l0 = (evaluation.get("l0") or {}).get("value") if "l0" in evaluation else \
+        (metrics.get("training", {}).get("last_batch") or {}).get("l0")
+    n, k = cfg.get("n_latents"), cfg.get("k")
+    if l0 is None or not n:
+        return None
+    if k and not k / 2 <= l0 <= 2 * k:
+        return (f"L0 = {l0:.1f} per token for k = {k} (outside k/2..2k): check the dead fraction, or retrain "
+                f"with another k")
+    if not k and l0 > DENSE_FRACTION * n:
+        return (f"L0 = {l0:.1f} of {n} latents per token ({100 * l0 / n:.0f}% > {100 * DENSE_FRACTION:.0f}%): "
+                f"not a sparse code; raise the sparsity penalty (-o sae.l1_coefficient / sae.l0_coefficient)")
+    return None
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -188,14 +220,15 @@ def sae_specs(architecture: str, options: Any, variants: list[dict]) -> list[SAE
 
 def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: list[SAESpec], root: Path,
           options: Options, device: str = "cpu", log: Callable[..., None] | None = None,
-          resume: bool = True, per_rank: bool = False) -> dict[str, dict]:
+          resume: bool = True, per_rank: bool = False, total_steps: int | None = None) -> dict[str, dict]:
     """Train every spec on every hookpoint in one pass over `batches()`; save the SAEs under
     root/[folder]<hookpoint>/ and return training summaries per hookpoint (main SAE).
 
     Under torch.distributed `batches()` yields the global batches (every rank the same ones, of
     `batch_size` tokens) and each rank trains on its contiguous share, so the result equals one
     process; with `per_rank`, `batches()` already yields this rank's share (its own data). Either
-    way training stops, on every rank, when any rank's batches end."""
+    way training stops, on every rank, when any rank's batches end. `total_steps`, when the data's
+    size is known, gives the progress bar its total."""
     from lmmsae import plugins
     from lmmsae.progress import track
     from lmmsae.saes.io import save_sae
@@ -230,9 +263,11 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
     max_steps = None
     if options.max_tokens:
         max_steps = -(-options.max_tokens // options.batch_size)
+    known = [s for s in (max_steps, total_steps) if s is not None]
+    total = max(0, min(known) - trainer.step_count) if known else None
     t0, tokens0 = time.perf_counter(), trainer.tokens
     say = (lambda m: log("train-progress", message=m)) if log else None
-    trainer.fit(track(stream, total=None if max_steps is None else max_steps - trainer.step_count,
+    trainer.fit(track(stream, total=total,
                       description="train", unit="steps", stream=None if rank == 0 else _NullStream()),
                 max_steps=max_steps, checkpoint=lambda t: t.save_checkpoint(checkpoints),
                 checkpoint_every=options.checkpoint_every, log=say)
@@ -327,10 +362,12 @@ def evaluate_saved(folder: Path, hookpoint: str, reader, options: Options) -> di
         return {"note": "trained from the model stream; no stored activations to evaluate on"}
     sae = load_sae(folder)
     stats = ReconstructionStats(sae.n_latents, kind_names={int(k): k.name.lower() for k in TokenKind})
+    from lmmsae.progress import track
+
     n = min(options.eval_tokens, reader.n_tokens)
     step = 4096
     with torch.no_grad():
-        for start in range(0, n, step):
+        for start in track(range(0, n, step), description=f"evaluate {hookpoint}", unit="chunks"):
             x = torch.from_numpy(reader.read(hookpoint, start, min(start + step, n)))
             kinds = torch.from_numpy(reader.tokens(start, min(start + step, n))["kind"].astype("int64"))
             z = sae.encode(x)
@@ -346,6 +383,7 @@ def _splice_metrics(ctx, adapter, folder: Path, hookpoint: str, options: Options
 
     from lmmsae.datasets.base import Sample
     from lmmsae.metrics import ce_kl_recovered
+    from lmmsae.progress import track
     from lmmsae.saes.io import load_sae
 
     if adapter is None:
@@ -373,8 +411,10 @@ def _splice_metrics(ctx, adapter, folder: Path, hookpoint: str, options: Options
         if ablation == "mean" and mean is None:
             out["mean"] = {"note": "no stored activations to take the mean from"}
             continue
-        out[ablation] = ce_kl_recovered(adapter, sae, hookpoint, batches, tokens=tokens, ablation=ablation,
-                                        mean_activation=None if mean is None else torch.as_tensor(mean))
+        out[ablation] = ce_kl_recovered(
+            adapter, sae, hookpoint, batches, tokens=tokens, ablation=ablation,
+            mean_activation=None if mean is None else torch.as_tensor(mean),
+            progress=lambda b, a=ablation: track(b, description=f"CE/KL {a} ablation", unit="batches"))
     return out
 
 

@@ -94,3 +94,20 @@ def test_toy_clip_prefers_true_explanations_to_wrong_ones_and_to_the_baseline():
         gaps_wrong.append(right["score"] - bad["score"])
     assert min(gaps_wrong) > 0  # measured 6.8 .. 34.4
     assert np.mean(gaps_true) > 5 and sum(g > 0 for g in gaps_true) >= 4  # measured mean 12.2, 4 of 5
+
+
+def test_dataset_is_embedded_up_front_when_baselines_will_reach_it(tiny_clip, shapes):
+    """Even per-feature cost (an honest ETA): with 100 explained features drawing 8 images each from
+    300, the first feature embeds the whole dataset, and the scores do not change."""
+    name, weights = tiny_clip
+    options = ClipScorer.Options(model=name, pretrained=weights, k=2, baseline_draws=4)
+    record = record_for(shapes, [0, 1], lambda o: True, latent=7)
+    warm, cold = ClipScorer(options), ClipScorer(options)
+    many = ScoringContext(dataset=shapes, seed=11, labels={i: "x" for i in range(100)})
+    out = warm.score(record, explanation("a red circle", latent=7), many)
+    assert len(warm.embedder()._cache) == len(shapes)
+    few = ScoringContext(dataset=shapes, seed=11, labels={7: "a red circle"})
+    ref = cold.score(record, explanation("a red circle", latent=7), few)
+    assert len(cold.embedder()._cache) < 20  # one feature: only its own draws
+    assert out["baseline_mean"] == pytest.approx(ref["baseline_mean"], abs=1e-4)
+    assert out["score"] == pytest.approx(ref["score"], abs=1e-4)

@@ -177,3 +177,20 @@ def test_judge_uses_explanations_when_no_concept_is_given(tiny, tmp_path):
     for r in rows:
         assert r["judge_steered"] == ("square" in r["steered"].split())
     assert len(Judge.prompts) == 4 and '"squares"' in Judge.prompts[0]
+
+
+def test_steer_prints_its_summary_per_setting_and_the_path(capsys, tmp_path):
+    from lmmsae.stages.steer import print_summary
+
+    summary = {"n": 4, "settings": {
+        "3@50": {"n": 2, "changed": 0.5, "kl": 0.12345, "repetition_steered": 0.25, "concept_original": 0.0,
+                 "concept_steered": 1.0},
+        "3@0": {"n": 2, "changed": 0.0, "kl": 0.0, "repetition_steered": 0.0, "concept_original": 0.0,
+                "concept_steered": 0.0}}}
+    path = tmp_path / "steering" / "steer.jsonl"
+    print_summary(summary, path)
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]] for line in lines
+            if line.startswith("│") and "@" in line}
+    assert rows == {"3@50": ["2", "50%", "0.123", "0.250", "0%", "100%"], "3@0": ["2", "0%", "0.000", "0.000", "0%", "0%"]}
+    assert lines[-1] == f"steering records: {path}"
