@@ -107,13 +107,29 @@ HEADER = ["scorer", "explainer", "category", "n", "score [95% CI]", "random base
           "above baseline"]
 
 
-def table(summary: dict[str, Any], title: str = "Explanation scores vs random baselines"):
-    """A rich Table of `rows(summary)`."""
+TERMINAL_HEADER = ["explainer", "n", "score [95% CI]", "random ±std", "delta", "above"]
+
+
+def table(summary: dict[str, Any], title: str = "explanation scores vs random baselines"):
+    """For the terminal: one rich table per scorer that fits 80 columns, each explainer's overall row
+    followed by its categories (indented, dimmed). The delta's interval is left to summary.json and
+    index.html, which hold the full `rows`."""
+    from rich import box
+    from rich.console import Group
     from rich.table import Table
 
-    t = Table(title=title)
-    for name in HEADER:
-        t.add_column(name, justify="left" if name in ("scorer", "explainer", "category") else "right")
-    for row in rows(summary):
-        t.add_row(*row, style=None if row[2] == "all" else "dim")
-    return t
+    tables = []
+    for scorer, by_explainer in summary.items():
+        t = Table(title=f"{scorer}: {title}", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  title_justify="left")
+        for i, name in enumerate(TERMINAL_HEADER):
+            t.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+        for explainer, split in by_explainer.items():
+            for category, row in [("all", split["all"]), *split["by_category"].items()]:
+                above = "-" if row["above_baseline"] is None else f"{100 * row['above_baseline']:.0f}%"
+                base = _fmt(row["baseline_mean"]) + ("" if row["baseline_std"] is None else f" ±{_fmt(row['baseline_std'])}")
+                t.add_row(explainer if category == "all" else f"  {category}", str(row["n"]),
+                          _fmt(row["mean"]) + _interval(row["ci"]), base, _fmt(row["delta"]), above,
+                          style=None if category == "all" else "dim")
+        tables.append(t)
+    return Group(*tables)

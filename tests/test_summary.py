@@ -64,3 +64,30 @@ def test_ask_category_takes_the_first_category_the_backend_names():
     assert ask_category(judge, "rough bark", ["scene", "material", "texture"]) == ["texture"]
     assert "rough bark" in judge.prompts[0] and "scene, material, texture" in judge.prompts[0]
     assert ask_category(Backend("no idea"), "x", ["scene"]) == ["other"]
+
+
+def test_terminal_table_fits_80_columns_without_cutting_a_cell():
+    import io
+
+    from rich.console import Console
+
+    from lmmsae.summary import table
+
+    rng = np.random.default_rng(1)
+    records = [rec(i, float(s), float(b), std=2.1) for i, (s, b) in enumerate(zip(rng.normal(16.4, 9, 200),
+                                                                                rng.normal(11.9, 3, 200)))]
+    categories = {i: [["colour", "material", "texture", "object"][i % 4]] for i in range(200)}
+    summary = summarise_scores({"clip": {"openai-compatible": records, "toy-llava": records},
+                                "iou": {"openai-compatible": [rec(i, 0.0731, 0.0456) for i in range(9)]}},
+                               {"openai-compatible": categories})
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(table(summary))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in out.getvalue()
+    row = summary["clip"]["openai-compatible"]["all"]
+    cells = [f"{row['mean']:.2f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}]", f"{row['baseline_mean']:.2f} ±2.100",
+             f"{row['delta']:.3f}", "200", f"{100 * row['above_baseline']:.0f}%"]
+    first = [line for line in lines if line.strip().startswith("openai-compatible")][0]
+    assert all(cell in first for cell in cells), (first, cells)
+    assert sum(1 for line in lines if line.strip().startswith(("colour", "material", "texture", "object"))) == 8  # two scorers
