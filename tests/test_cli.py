@@ -63,7 +63,7 @@ def run_in_process(args, env, cwd):
     """The CLI in a fresh interpreter that reports, after it exits, which heavy libraries it imported."""
     code = ("import sys; from lmmsae.cli import cli\n"
             "try:\n    cli(sys.argv[1:])\nexcept SystemExit as e:\n"
-            "    print('heavy:', [m for m in ('torch', 'transformers', 'open_clip') if m in sys.modules], file=sys.stderr)\n"
+            "    print('heavy:', [m for m in ('torch', 'transformers', 'open_clip', 'anthropic') if m in sys.modules], file=sys.stderr)\n"
             "    raise")
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd)
 

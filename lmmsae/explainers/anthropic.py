@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anthropic as anthropic_sdk
-
 from lmmsae.explainers.api import APIExplainer, classify_api_error, encode_image
 from lmmsae.explainers.base import Answer, Query
 
@@ -20,7 +18,11 @@ class AnthropicExplainer(APIExplainer):
         api_key_env: str = "ANTHROPIC_API_KEY"
         prompt_caching: bool = True   # mark the system prompt + instructions as a cache breakpoint
 
+    sdk = "anthropic"  # imported on use: a missing key must fail before the SDK's seconds of imports
+
     def make_client(self, api_key):
+        import anthropic as anthropic_sdk
+
         o = self.options
         return anthropic_sdk.AsyncAnthropic(api_key=api_key, base_url=o.base_url or None,
                                             max_retries=0, timeout=o.timeout)
@@ -50,4 +52,6 @@ class AnthropicExplainer(APIExplainer):
         return Answer(text=text, tokens=sum(usage.values()), usage=usage)
 
     def classify(self, exc):
+        import anthropic as anthropic_sdk
+
         return classify_api_error(exc, anthropic_sdk)

@@ -73,8 +73,14 @@ class APIExplainer(Explainer):
 
     key_required = True
 
+    sdk = ""  # the client package a backend imports on use
+
     @classmethod
     def preflight(cls, options) -> None:
+        import importlib.util
+
+        if cls.sdk and importlib.util.find_spec(cls.sdk) is None:
+            raise UserError(f"needs the {cls.sdk} package: pip install 'lmmsae[api]'")
         if not options.model:
             raise UserError("needs a model name: -o explainer.model=...")
         if cls.key_required and not (options.api_key_env and os.environ.get(options.api_key_env)):

@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import openai as openai_sdk
-
 from lmmsae.explainers.api import APIExplainer, classify_api_error, encode_image
 from lmmsae.explainers.base import Answer, Query
 
@@ -25,7 +23,11 @@ class OpenAICompatibleExplainer(APIExplainer):
 
     key_required = False
 
+    sdk = "openai"  # imported on use: a missing key must fail before the SDK's seconds of imports
+
     def make_client(self, api_key):
+        import openai as openai_sdk
+
         o = self.options
         return openai_sdk.AsyncOpenAI(api_key=api_key or "EMPTY", base_url=o.base_url or None,
                                       max_retries=0, timeout=o.timeout)
@@ -57,4 +59,6 @@ class OpenAICompatibleExplainer(APIExplainer):
         return Answer(text=text, tokens=sum(usage.values()), usage=usage)
 
     def classify(self, exc):
+        import openai as openai_sdk
+
         return classify_api_error(exc, openai_sdk)
