@@ -24,5 +24,6 @@ COMPARE_DIR = "compare"              # compare/explanations/<id>.jsonl, compare/
 COMPARE_SUMMARY = "compare/summary.json"
 FEATURE_SHARDS_DIR = "cache/shards"  # cache/shards/features-<rank>-of-<n>.h5 (merged into FEATURES)
 SAE_METRICS = "metrics.json"         # sae/<hookpoint>/metrics.json
+SAE_CURVE = "curve.jsonl"            # sae/<hookpoint>/curve.jsonl: training curve, a point every 10 steps
 SAE_CHECKPOINTS = "checkpoints"      # sae/<hookpoint>/checkpoints/step-<n>/
 COMPARE_HTML = "compare/index.html"

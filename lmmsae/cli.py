@@ -18,6 +18,7 @@ COMMANDS = {
     "models": ("lmmsae.commands.models:models", "List model adapters, or one model's hookpoints."),
     "attribute": ("lmmsae.commands.attribute:attribute", "Rank the SAE features behind an answer (logit-difference attribution)."),
     "hallucination": ("lmmsae.commands.hallucination:hallucination", "POPE / CHAIR object-hallucination rates, with and without steering."),
+    "serve": ("lmmsae.commands.serve:serve", "Serve a run's report on http://127.0.0.1."),
     **{stage: (f"lmmsae.commands.stage:{stage}", text) for stage, text in STAGE_HELP.items()},
 }
 
@@ -92,6 +93,9 @@ def cli():
 
     Run `lmmsae run` for the whole loop on the toy world, or one stage at a time.
     """
+    from lmmsae.progress import quiet_libraries
+
+    quiet_libraries()
 
 
 def main() -> None:

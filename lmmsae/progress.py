@@ -1,13 +1,36 @@
-"""Progress on long work: a rich bar on a terminal, plain periodic log lines otherwise."""
+"""Progress on long work: a rich bar on a terminal, plain periodic log lines otherwise; and
+silencing the libraries' own bars and notices so that ours are the only progress shown."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 LOG_EVERY_S = 10.0
+
+# Read by huggingface_hub and transformers when they are imported: no "Loading weights" or download
+# bars, no info/warning logs (we act on errors, which still show). A value the user set wins.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' and huggingface_hub's progress bars and notices (called by the CLI
+    before anything loads a model; libraries already imported are switched off directly)."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if "huggingface_hub" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules and os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+        logging.set_verbosity_error()
 
 
 def track(items: Iterable[T], total: int | None = None, description: str = "working",

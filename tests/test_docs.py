@@ -285,3 +285,14 @@ def test_cli_page_lists_every_command_with_its_own_flags():
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     shared = set(re.findall(r"`(--?[a-z][\w-]*)", text.split("takes the same options", 1)[1].split("\n\n", 1)[0]))
     assert shared == {o for o in common if o != "--override"}, "docs/cli.md's shared options differ from the code's"
+
+
+def test_the_docs_site_builds_without_warnings(tmp_path):
+    """`mkdocs build --strict`: every nav page and every link between pages resolves."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "site" / "report" / "index.html").is_file()

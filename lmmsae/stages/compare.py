@@ -4,10 +4,10 @@ Every explainer sees exactly the same records (same latents, same seeded example
 rendering) and every scorer scores every explainer's labels the same way. Writes
 `compare/explanations/<id>.jsonl`, `compare/scores/<scorer>/<id>.jsonl`, `compare/summary.json`
 (one row per explainer: explained / failed counts and, per scorer, the mean score and random baseline
-over the features *every* explainer explained, plus over its own) and `compare/index.html`. Answers come from and go to the
-run's response cache, so an explainer already run by `explain` costs nothing here. A re-run with
-more explainers or scorers runs only the explainers and (scorer, explainer) pairs not yet complete
-for the same features, then re-summarises; `cache/features.h5` must be complete.
+over the features *every* explainer explained, plus over its own) and `compare/index.html` (written by
+lmmsae.report.compare). Answers come from and go to the run's response cache, so an explainer already
+run by `explain` costs nothing here. A re-run with more explainers or scorers runs only the explainers
+and (scorer, explainer) pairs not yet complete for the same features, then re-summarises; `cache/features.h5` must be complete.
 
     lmmsae compare --resume --name myrun --explainers toy-llava --explainers anthropic
 """
@@ -119,9 +119,10 @@ def run(ctx) -> None:
         summary = compare(ctx, opts, chosen)
         ctx.start(summary_unit)
         from lmmsae.atomic import atomic_write_text
+        from lmmsae.report.compare import write_compare_page
 
         atomic_write_text(ctx.run.file(artifacts.COMPARE_SUMMARY), json.dumps(summary, indent=2) + "\n")
-        atomic_write_text(ctx.run.file(artifacts.COMPARE_HTML), html_page(summary))
+        write_compare_page(ctx.run.path)
         ctx.finish(summary_unit, explainers=[e.id for e in chosen], scorers=summary["scorers"])
     else:
         ctx.log("stage-skip", stage="compare", reason="current", units=len(units))
@@ -244,22 +245,6 @@ def _cells(summary: dict[str, Any], row: dict[str, Any]) -> list[str]:
         else:
             cells.append(f"{c['score']:.3g} ({c['baseline']:.3g})")
     return cells
-
-
-def html_page(summary: dict[str, Any]) -> str:
-    """compare/index.html: the same table as the terminal's, self-contained."""
-    from html import escape
-
-    head = ["explainer", "explained", "failed", *[f"{s} (baseline)" for s in summary["scorers"]]]
-    rows = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in _cells(summary, r)) + "</tr>\n"
-                   for r in summary["explainers"])
-    return ("<!doctype html><meta charset='utf-8'><title>lmmsae compare</title>"
-            "<style>body{font-family:sans-serif}td,th{padding:4px 10px;text-align:right}"
-            "td:first-child,th:first-child{text-align:left}</style>"
-            f"<h1>Explainers compared</h1><p>{summary['features']} features of {escape(summary['hookpoint'])}; "
-            f"mean scores (random baseline) over the features every explainer explained.</p>"
-            "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>\n" + rows + "</table>"
-            f"<p>{escape(summary['definition'])}</p>\n")
 
 
 def _print_table(summary: dict[str, Any]) -> None:

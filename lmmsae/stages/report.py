@@ -1,11 +1,13 @@
-"""Stage `report`: report/summary.json and a self-contained report/index.html for a run, and the summary
-table in the terminal.
+"""Stage `report`: report/summary.json, the report site (report/index.html and its pages, see
+lmmsae.report) and the summary table in the terminal.
 
 summary.json holds: the run's components, the SAE metrics of every hookpoint (sae/<hookpoint>/metrics.json),
-per scorer and explainer the mean score with its confidence interval beside the random baseline (overall
-and per concept category, lmmsae.summary), and the definitions used. index.html adds pictures: for the
-first `features` scored features, the top images masked as the explainer saw them, with the explanation.
-The report is rebuilt whenever its inputs changed since it was written.
+seconds per stage, per scorer and explainer the mean score with its confidence interval beside the
+random baseline (overall and per concept category, lmmsae.summary), and the definitions used. The
+site adds a sortable, filterable index of the features, a page per feature (top images as mask /
+heatmap / crop, activation histogram, every explanation and score, steering), a run page (every SAE
+metric, training curves, feature density, score distributions) and compare/index.html. It reads only
+outputs that are current for this config.
 """
 
 from __future__ import annotations
@@ -15,24 +17,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from lmmsae import artifacts
+
+SITE_VERSION = 2  # part of the report's fingerprint: a new lmmsae whose pages changed rebuilds old reports
 
 
 @dataclass
 class Options:
-    features: int = 24         # features pictured in index.html
-    images: int = 5            # images per pictured feature
+    features: int = 0          # features with a page (0 = every explained or scored one)
+    images: int = 6            # top images per feature page
     confidence: float = 0.95   # of the bootstrap intervals
-    image_px: int = 128        # displayed size of each picture
+    image_px: int = 128        # longest side of each picture (pixels)
+    open: bool = False         # open index.html in a web browser when done (changes nothing in the report)
+
+
+CLI_PARAMS = [click.Option(["--open", "open"], is_flag=True, default=None,
+                           help="Open the report in a web browser when it is built.")]
 
 
 def units(ctx) -> list:
-    """report/: summary.json and the HTML pages, made from every score of the run and, where they are
-    current, the SAE metrics, explanations, features and steering results."""
+    """report/: summary.json and the site, made from every score of the run and, where they are
+    current, the SAE metrics and curves, explanations, features, steering results and the comparison."""
+    from lmmsae.fingerprint import without
     from lmmsae.plan import Unit
 
     reads = {"score": "required", "train": "optional", "cache": "optional", "explain": "optional",
-             "steer": "optional"}
+             "steer": "optional", "compare": "optional"}
     required, optional = [], []
     for stage, how in reads.items():
         paths = [u.path for u in _stage_units(ctx, stage)]
@@ -41,7 +53,8 @@ def units(ctx) -> list:
         required, optional = [p for p in optional if p.startswith(artifacts.EXPLANATIONS_DIR)], \
             [p for p in optional if not p.startswith(artifacts.EXPLANATIONS_DIR)]
     opts = ctx.stage_options("report", Options)
-    return [Unit("report", artifacts.REPORT_DIR, {"report": opts.__dict__, "components": _components(ctx.config)},
+    return [Unit("report", artifacts.REPORT_DIR, {"report": without(opts, "open"), "site": SITE_VERSION,
+                                                  "components": _components(ctx.config)},
                  tuple(required), tuple(optional))]
 
 
@@ -67,6 +80,10 @@ def run(ctx) -> None:
     else:
         summary = json.loads(ctx.run.file(artifacts.SUMMARY).read_text())
     print_summary(summary)
+    if opts.open:
+        from lmmsae.report.browser import open_report
+
+        open_report(ctx.run.file(artifacts.REPORT_HTML))
 
 
 def _readable(ctx, path: str) -> bool:
@@ -91,96 +108,30 @@ def _components(config) -> dict[str, Any]:
             "hookpoints": list(config.hookpoints), "seed": config.seed}
 
 
-# ----------------------------------------------------------------------------- gathering
-
-
-def _allowed(run_dir: Path, path: Path, include: set[str] | None, prefix: str | None = None) -> bool:
-    """Whether the report may read `path`: with `include`, only current outputs of this config."""
-    if include is None:
-        return True
-    rel = str(path.relative_to(run_dir))
-    return (prefix or rel) in include
-
-
-def read_sae_metrics(run_dir: Path, include: set[str] | None = None) -> dict[str, Any]:
-    """hookpoint -> the SAE's metrics.json (as written by the train stage)."""
-    out = {}
-    if include is not None and artifacts.SAE_DIR not in include:
-        return out
-    for path in sorted(Path(run_dir, artifacts.SAE_DIR).glob("**/metrics.json")):
-        hookpoint = str(path.parent.relative_to(Path(run_dir, artifacts.SAE_DIR)))
-        try:
-            out[hookpoint] = json.loads(path.read_text())
-        except ValueError:
-            out[hookpoint] = {"error": f"unreadable {path.name}"}
-    return out
-
-
-def read_all_scores(run_dir: Path, include: set[str] | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """scores[scorer][explainer] = score records."""
-    from lmmsae.scorers.store import read_scores
-
-    out: dict[str, dict[str, list]] = {}
-    for path in sorted(Path(run_dir, artifacts.SCORES_DIR).glob("*/*.jsonl")):
-        if not _allowed(Path(run_dir), path, include):
-            continue
-        out.setdefault(path.parent.name, {})[path.stem] = [r for _, r in sorted(read_scores(path).items())]
-    return out
-
-
-def read_categories(run_dir: Path, include: set[str] | None = None) -> dict[str, dict[int, list[str]]]:
-    """categories[explainer][latent] = concept categories."""
-    out: dict[str, dict[int, list[str]]] = {}
-    for path in sorted(Path(run_dir, artifacts.CATEGORIES_DIR).glob("*.jsonl")):
-        if not _allowed(Path(run_dir), path, include):
-            continue
-        cats = {}
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-                cats[int(row["latent"])] = list(row["categories"])
-            except (ValueError, KeyError, TypeError):
-                continue
-        out[path.stem] = cats
-    return out
-
-
 def build_report(run_dir: str | Path, opts: Options | None = None, dataset=None,
                  components: dict[str, Any] | None = None, include: set[str] | None = None,
                  timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """Write report/summary.json and report/index.html from a run directory; return the summary.
+    """Write report/ (summary.json and the site) from a run directory; return the summary.
     `include`: the run-relative outputs it may read (None: all there are); `timings`: seconds per stage."""
-    from lmmsae.atomic import atomic_write_text
-    from lmmsae.summary import DEFINITIONS, HEADER, rows, summarise_scores
+    from lmmsae.report.build import build
 
-    run_dir = Path(run_dir)
-    opts = opts or Options()
-    scores = read_all_scores(run_dir, include)
-    table = summarise_scores(scores, read_categories(run_dir, include), opts.confidence)
-    summary = {
-        "run": run_dir.name, "components": components or {}, "sae": read_sae_metrics(run_dir, include),
-        "seconds": timings or {},
-        "scores": table, "table": {"header": HEADER, "rows": rows(table)},
-        "definitions": {**DEFINITIONS, "confidence": opts.confidence},
-    }
-    atomic_write_text(run_dir / artifacts.SUMMARY, json.dumps(summary, indent=2, default=str) + "\n")
-    features_ok = include is None or artifacts.FEATURES in include
-    pictures = feature_pictures(run_dir, scores, opts, dataset if features_ok else None)
-    atomic_write_text(run_dir / artifacts.REPORT_HTML, render_html(summary, pictures, opts))
-    return summary
+    return build(run_dir, opts or Options(), dataset, components, include, timings)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    import sys
+
     from rich.console import Console
 
+    from lmmsae.report.run_page import HEADLINE, lookup
     from lmmsae.summary import table
-
-    import sys
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     for hookpoint, metrics in summary.get("sae", {}).items():
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in metrics.items() if isinstance(v, (int, float)))
-        console.print(f"SAE {hookpoint}: {shown}")
+        shown = [f"{k}={_short(v)}" for k, v in metrics.items() if isinstance(v, (int, float))]
+        shown += [f"{title}={_short(lookup(metrics, path))}" for title, path in HEADLINE
+                  if isinstance(lookup(metrics, path), (int, float))]
+        console.print(f"SAE {hookpoint}: {', '.join(shown)}", soft_wrap=True)
     if summary.get("scores"):
         console.print(table(summary["scores"]))
     else:
@@ -189,104 +140,3 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-# ----------------------------------------------------------------------------- pictures
-
-
-def feature_pictures(run_dir: Path, scores, opts: Options, dataset) -> list[dict[str, Any]]:
-    """Per pictured feature: latent, label, per-scorer score and baseline, and masked images (base64 PNG)."""
-    features_path = run_dir / artifacts.FEATURES
-    if dataset is None or not features_path.exists() or opts.features <= 0:
-        return []
-    from lmmsae.errors import UserError
-    from lmmsae.stores.features import FeatureStore
-
-    by_latent: dict[tuple[str, int], dict[str, Any]] = {}
-    for scorer, by_explainer in scores.items():
-        for explainer, records in by_explainer.items():
-            for r in records:
-                if r.get("status") != "ok":
-                    continue
-                entry = by_latent.setdefault((explainer, int(r["latent"])), {"labels": r.get("label"), "scores": {}})
-                entry["scores"][scorer] = (r.get("score"), r.get("baseline_mean"))
-    out = []
-    with FeatureStore(features_path) as store:
-        for (explainer, latent), entry in sorted(by_latent.items())[:opts.features]:
-            try:
-                record = store.record(latent, n=opts.images, dataset=dataset, render=None)
-            except UserError:  # scored from another cache
-                continue
-            images = [_png(_masked(e)) for e in record.examples]
-            out.append({"latent": latent, "explainer": explainer, "label": entry["labels"],
-                        "scores": entry["scores"], "images": images,
-                        "activations": [round(e.activation, 3) for e in record.examples]})
-    return out
-
-
-def _masked(example):
-    """The example as the explainer saw it: inactive patches dimmed (the paper's mask view)."""
-    from lmmsae.render import mask_image
-
-    return mask_image(example.image, example.activation_map)
-
-
-def _png(image) -> str:
-    import base64
-    import io
-
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-# ----------------------------------------------------------------------------- html
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child,td.l{text-align:left}
-tr.cat td{color:#666}.feature{margin:1em 0;padding:.5em;border-top:1px solid #ddd}
-.feature img{image-rendering:pixelated;margin-right:4px;border:1px solid #999}.label{font-weight:bold}
-.scores{color:#555;font-size:90%}"""
-
-
-def render_html(summary: dict[str, Any], pictures: list[dict[str, Any]], opts: Options) -> str:
-    from html import escape
-
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lmmsae report: {escape(summary['run'])}</title>",
-             f"<style>{CSS}</style></head><body><h1>lmmsae report: {escape(summary['run'])}</h1>"]
-    comps = summary.get("components") or {}
-    if comps:
-        names = ", ".join(f"{k}: {escape(str(v.get('name')))}" for k, v in comps.items() if isinstance(v, dict))
-        parts.append(f"<p>{names}; hookpoints: {escape(', '.join(comps.get('hookpoints', [])))}</p>")
-    parts.append("<h2>SAE metrics</h2>")
-    if summary["sae"]:
-        keys = sorted({k for m in summary["sae"].values() for k, v in m.items() if isinstance(v, (int, float))})
-        parts.append("<table><tr><th>hookpoint</th>" + "".join(f"<th>{escape(k)}</th>" for k in keys) + "</tr>")
-        for hookpoint, m in summary["sae"].items():
-            parts.append(f"<tr><td>{escape(hookpoint)}</td>" + "".join(f"<td>{escape(_short(m.get(k, '')))}</td>" for k in keys) + "</tr>")
-        parts.append("</table>")
-    else:
-        parts.append("<p>no sae/&lt;hookpoint&gt;/metrics.json in this run.</p>")
-    parts.append("<h2>Explanation scores vs random baselines</h2><table><tr>"
-                 + "".join(f"<th>{escape(h)}</th>" for h in summary["table"]["header"]) + "</tr>")
-    for row in summary["table"]["rows"]:
-        cls = "" if row[2] == "all" else " class='cat'"
-        parts.append(f"<tr{cls}>" + "".join(f"<td class='l'>{escape(c)}</td>" if i < 3 else f"<td>{escape(c)}</td>"
-                                           for i, c in enumerate(row)) + "</tr>")
-    parts.append("</table><p class='scores'>" + "<br>".join(f"{escape(k)}: {escape(str(v))}"
-                                                             for k, v in summary["definitions"].items()) + "</p>")
-    if pictures:
-        parts.append("<h2>Features</h2><p>Top images, inactive patches dimmed as the explainer saw them.</p>")
-    for p in pictures:
-        scores = "; ".join(f"{escape(s)} {_num(v)} (random {_num(b)})" for s, (v, b) in sorted(p["scores"].items()))
-        imgs = "".join(f"<img width='{opts.image_px}' height='{opts.image_px}' title='activation {a}' "
-                       f"src='data:image/png;base64,{b64}'>" for b64, a in zip(p["images"], p["activations"]))
-        parts.append(f"<div class='feature'><div>latent {p['latent']} ({escape(p['explainer'])}): "
-                     f"<span class='label'>{escape(str(p['label'] or '(no explanation)'))}</span></div>"
-                     f"<div class='scores'>{scores}</div><div>{imgs}</div></div>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
-
-
-def _num(v) -> str:
-    return "-" if v is None else f"{v:.3g}"

@@ -56,6 +56,8 @@ CLI_PARAMS = [
 ]
 
 NORMALIZE_BY_DEFAULT = {"jumprelu"}
+CURVE_EVERY = 10   # steps between training-curve points (sae/<hookpoint>/curve.jsonl)
+EVENT_EVERY = 50   # steps between train-progress events
 
 
 def source(ctx, opts: Options) -> str:
@@ -247,7 +249,8 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
                                               grad_clip=options.grad_clip,
                                               dead_window_tokens=options.dead_window_tokens,
                                               normalize_inputs=bool(normalize),
-                                              mixed_precision=options.mixed_precision), device=device)
+                                              mixed_precision=options.mixed_precision,
+                                              log_every=CURVE_EVERY), device=device)
     checkpoints = lambda e: root / e.name / artifacts.SAE_CHECKPOINTS  # noqa: E731
     resumed = resume and trainer.load_checkpoint(checkpoints)
     if resumed and log:
@@ -266,7 +269,15 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
     known = [s for s in (max_steps, total_steps) if s is not None]
     total = max(0, min(known) - trainer.step_count) if known else None
     t0, tokens0 = time.perf_counter(), trainer.tokens
-    say = (lambda m: log("train-progress", message=m)) if log else None
+    if rank == 0 and not resumed:
+        for entry in trainer.entries:  # a fresh start: points of an earlier, discarded attempt go
+            (root / entry.name / artifacts.SAE_CURVE).unlink(missing_ok=True)
+
+    def say(message: str) -> None:  # every CURVE_EVERY steps: a curve point; every EVENT_EVERY: an event
+        if rank == 0:
+            append_curve(root, trainer)
+        if log and trainer.step_count % EVENT_EVERY == 0:
+            log("train-progress", message=message)
     trainer.fit(track(stream, total=total,
                       description="train", unit="steps", stream=None if rank == 0 else _NullStream()),
                 max_steps=max_steps, checkpoint=lambda t: t.save_checkpoint(checkpoints),
@@ -295,6 +306,18 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
         else:
             write_metrics(root / entry.name, summary)
     return out
+
+
+def append_curve(root: Path, trainer) -> None:
+    """One point per SAE on sae/<name>/curve.jsonl: step, tokens and the step's loss terms, FVU, L0 and
+    dead fraction (the report plots them; a resumed run may repeat steps: readers keep the last)."""
+    from lmmsae.jsonl import dumps
+
+    for entry in trainer.entries:
+        path = root / entry.name / artifacts.SAE_CURVE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(dumps({"step": trainer.step_count, "tokens": trainer.tokens, **(entry.last or {})}) + "\n")
 
 
 def _while_every_rank_has_data(stream: Iterable[dict], device) -> Iterator[dict]:

@@ -38,9 +38,20 @@ def test_report_summary_holds_sae_metrics_and_each_score_beside_its_baseline(sco
     out = capsys.readouterr().out
     assert "SAE layers.2: fvu=0.125" in out and "random baseline" in out
 
-    html = scored.run.file(artifacts.REPORT_HTML).read_text()
-    assert html.count("data:image/png;base64,") == 2 * 4 * 5   # 2 explainers x 4 features x 5 images
-    assert RIGHT[0] in html and "fvu" in html
+    report = scored.run.file(artifacts.REPORT_DIR)
+    html = (report / "index.html").read_text()
+    assert "data:image" not in html and html.count("<tr data-explainer=") == 2 * 4  # 2 explainers x 4 features
+    assert all(f"<b>{label}</b>" in html for label in RIGHT)
+    assert sorted(p.name for p in (report / "features").iterdir()) == [f"{i}.html" for i in range(4)]
+    for latent in range(4):  # the top 6 images in 4 views, named as the feature page links them
+        names = sorted(p.name for p in (report / "img" / str(latent)).iterdir())
+        assert names == sorted(f"{r}-{m}.png" for r in range(6) for m in ("mask", "heatmap", "crop", "image"))
+        page = (report / "features" / f"{latent}.html").read_text()
+        assert all(f"../img/{latent}/{n}" in page for n in names)
+    run_page = (report / "run.html").read_text()
+    assert "<code>fvu</code></td><td>0.125</td>" in run_page and "<code>dead_fraction</code>" in run_page
+    assert {p.name for p in (report / "assets").iterdir()} == {"report.css", "report.js"}
+    assert not scored.run.file("report.partial").exists()
     assert scored.run.is_complete(artifacts.REPORT_DIR)
 
 
