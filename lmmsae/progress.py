@@ -22,15 +22,18 @@ def quiet_libraries() -> None:
     before anything loads a model; libraries already imported are switched off directly)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    if "huggingface_hub" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+    bars_off = os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    if "huggingface_hub" in sys.modules and bars_off:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
-    if "transformers" in sys.modules and os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+    if "transformers" in sys.modules:
         from transformers.utils import logging
 
-        logging.disable_progress_bar()
-        logging.set_verbosity_error()
+        if bars_off:
+            logging.disable_progress_bar()
+        if os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+            logging.set_verbosity_error()
 
 
 def track(items: Iterable[T], total: int | None = None, description: str = "working",

@@ -26,10 +26,14 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def _label(v: float) -> str:
+    """Tick labels: 12k, 1.5M for counts like tokens; 1e-4 for tiny values."""
     if v == 0:
         return "0"
-    if abs(v) >= 1e4 or abs(v) < 1e-3:
-        return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(v) >= size:
+            return f"{v / (size if suffix != 'k' else 1e3):.3g}{suffix}"
+    if abs(v) < 1e-3:
+        return f"{v:.0e}".replace("e-0", "e-")
     return f"{v:.4g}"
 
 
@@ -85,9 +89,15 @@ def line_chart(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: str
     lo, hi = min(y for _, y in points), max(y for _, y in points)
     pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 0.5
     y0 = 0.0 if lo >= 0 and not log_y else lo - pad
-    frame = _Frame((min(x for x, _ in points), max(x for x, _ in points)), (y0, hi + pad), title, xlabel, ylabel)
+    x0, x1 = min(x for x, _ in points), max(x for x, _ in points)
+    if x1 <= x0:
+        x0, x1 = x0 - max(abs(x0) * 0.05, 0.5), x1 + max(abs(x1) * 0.05, 0.5)
+    frame = _Frame((x0, x1), (y0, hi + pad), title, xlabel, ylabel)
     path = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in points)
     frame.parts.append(f"<polyline points='{path}' fill='none' stroke='{COLOURS[0]}' stroke-width='1.6'/>")
+    if len(points) <= 40:  # few points: mark each, so one point still shows
+        frame.parts += [f"<circle cx='{frame.px(x):.1f}' cy='{frame.py(y):.1f}' r='2.2' fill='{COLOURS[0]}'>"
+                        f"<title>{_label(x)}: {y:.4g}</title></circle>" for x, y in points]
     return frame.svg(label=title)
 
 
