@@ -92,8 +92,8 @@ def _statistics(f: Feature) -> str:
     note = (f"The blue bars are a uniform sample of {len(f.sampled_activations)} of the images where the feature "
             f"fires (what its typical activation looks like); the grey bars its {len(f.top_activations)} top images "
             f"(the ones the explainer sees first); the line marks the median of the sample.")
-    return ("<h2>Activations</h2><ul class='facts'>" + "".join(f"<li>{x}</li>" for x in facts) + "</ul>"
-            f"<div class='plots'>{plot}</div><p class='note'>{note}</p>")
+    return ("<h2>Activations</h2><div class='side'><ul class='facts'>" + "".join(f"<li>{x}</li>" for x in facts)
+            + f"</ul><figure>{plot}<figcaption>{note}</figcaption></figure></div>")
 
 
 def _steering(f: Feature) -> str:

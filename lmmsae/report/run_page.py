@@ -86,7 +86,7 @@ def _components(components: dict[str, Any]) -> str:
             items.append(f"<li>{esc(key)}: {esc(', '.join(str(n) for n in names))}</li>")
         else:
             items.append(f"<li>{esc(key)}: {esc(value)}</li>")
-    return "<h2>Components</h2><ul class='facts'>" + "".join(items) + "</ul>"
+    return "<ul class='components'>" + "".join(items) + "</ul>"
 
 
 def _metrics(data: RunData) -> str:
@@ -99,7 +99,7 @@ def _metrics(data: RunData) -> str:
     for hookpoint, metrics in data.sae.items():
         lines = "".join(f"<tr><td><code>{esc(p)}</code></td><td>{esc(num(v, 4))}</td><td class='def'>{esc(d)}</td></tr>"
                         for p, v, d in flatten(metrics))
-        out.append(f"<details{' open' if len(data.sae) == 1 else ''}><summary>every metric of {esc(hookpoint)}"
+        out.append(f"<details><summary>every metric of {esc(hookpoint)}, with its definition"
                    f"</summary><table class='metrics'><thead><tr><th>metric</th><th>value</th><th>definition</th>"
                    f"</tr></thead><tbody>{lines}</tbody></table></details>")
     return "\n".join(out)

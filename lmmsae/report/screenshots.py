@@ -2,8 +2,8 @@
 
     python -m lmmsae.report.screenshots runs/<name> [--out docs/img] [--feature LATENT]
 
-Writes <out>/report-index.png and <out>/report-feature.png (default feature: the first scored
-above its random baseline on the first scorer, else the first)."""
+Writes <out>/report-index.png, <out>/report-feature.png (default feature: the one furthest above
+its random baseline on the first scorer) and <out>/report-run.png."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from lmmsae import artifacts
 
 
 def pick_feature(report: Path) -> int:
-    """The first feature (by latent) whose summary row beat its baseline, else the first page."""
+    """The feature scoring furthest above its random baseline on the first scorer, else the first page."""
     pages = sorted(int(p.stem) for p in (report / "features").glob("*.html") if p.stem.isdigit())
     if not pages:
         from lmmsae.errors import UserError
@@ -25,13 +25,11 @@ def pick_feature(report: Path) -> int:
     from lmmsae.report.index import score_parts
 
     scores = read_all_scores(report.parent)
-    for scorer in sorted(scores):
-        for records in scores[scorer].values():
-            for rec in records:
-                delta = score_parts(rec)[2]
-                if delta is not None and delta > 0 and int(rec["latent"]) in pages:
-                    return int(rec["latent"])
-    return pages[0]
+    first = scores[min(scores)] if scores else {}
+    records = first[min(first)] if first else []
+    deltas = [(score_parts(r)[2], int(r["latent"])) for r in records
+              if score_parts(r)[2] is not None and int(r["latent"]) in pages]
+    return max(deltas)[1] if deltas else pages[0]
 
 
 def take(run_dir: str | Path, out: str | Path, feature: int | None = None, width: int = 1280) -> list[Path]:
