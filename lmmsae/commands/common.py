@@ -188,6 +188,12 @@ def echo_done(ctx) -> None:
     for page, what in pages.items():
         if ctx.run.file(page).is_file():
             click.echo(f"open {ctx.run.file(page)} to see {what}")
+    from lmmsae.stages.report import OPEN_REPORT
+
+    if click.get_current_context().meta.get(OPEN_REPORT) and ctx.run.file(artifacts.REPORT_HTML).is_file():
+        from lmmsae.report.browser import open_report  # `lmmsae report --open`
+
+        open_report(ctx.run.file(artifacts.REPORT_HTML))
 
 
 def wraps_params(fn):

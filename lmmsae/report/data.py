@@ -150,7 +150,8 @@ def gather(run_dir: str | Path, max_features: int = 0, include: set[str] | None 
         store = FeatureStore(features_path)
         data.hookpoint = store.hookpoint
     try:
-        explanations = read_explanation_files(run_dir, allowed=allowed)
+        scored = {e for by in data.scores.values() for e in by} | set(data.categories)  # score read their files
+        explanations = read_explanation_files(run_dir, allowed=lambda rel: allowed(rel) or Path(rel).stem in scored)
         latents = _feature_latents(data, explanations, store, max_features)
         data.features = {lat: Feature(lat) for lat in latents}
         data.explainers = sorted({*explanations, *(e for by in data.scores.values() for e in by)})

@@ -125,10 +125,15 @@ def _density(data: RunData) -> str:
     dead = len(data.density) - len(alive)
     plot = svg.histogram([("latents", [math.log10(f) for f in alive])], "feature density",
                          "fraction of images where it fires", "latents", bins=30,
-                         x_format=lambda v: f"1e{v:.0f}" if float(v).is_integer() else f"{10 ** v:.2g}")
+                         x_format=_power_of_ten)
     return (f"<h2>Feature density</h2><div class='plots'>{plot}</div><p class='note'>How often each of the "
             f"{len(data.density):,} cached latents fires, over {data.n_images:,} images (log scale); {dead:,} never "
             f"fired and are not drawn. A bump near 1 means features that fire on nearly every image.</p>")
+
+
+def _power_of_ten(v: float) -> str:
+    """A log10 tick as the fraction it stands for: 1e-3, 1e-2, 0.1, 1."""
+    return f"1e{v:.0f}" if v < -1 and float(v).is_integer() else f"{10 ** v:.2g}"
 
 
 def _scores(data: RunData, summary: dict[str, Any]) -> str:

@@ -30,17 +30,22 @@ class Options:
     images: int = 6            # top images per feature page
     confidence: float = 0.95   # of the bootstrap intervals
     image_px: int = 128        # longest side of each picture (pixels)
-    open: bool = False         # open index.html in a web browser when done (changes nothing in the report)
 
 
-CLI_PARAMS = [click.Option(["--open", "open"], is_flag=True, default=None,
-                           help="Open the report in a web browser when it is built.")]
+def _open_when_done(click_ctx, param, value) -> None:
+    """--open is no config option (it would persist in run.yaml): the command opens the report as it ends."""
+    if value:
+        click_ctx.meta[OPEN_REPORT] = True
+
+
+OPEN_REPORT = "lmmsae.open_report"  # click context meta key read by lmmsae.commands.common.echo_done
+CLI_PARAMS = [click.Option(["--open"], is_flag=True, expose_value=False, callback=_open_when_done,
+                           help="Open the report in a web browser when the command ends.")]
 
 
 def units(ctx) -> list:
     """report/: summary.json and the site, made from every score of the run and, where they are
     current, the SAE metrics and curves, explanations, features, steering results and the comparison."""
-    from lmmsae.fingerprint import without
     from lmmsae.plan import Unit
 
     reads = {"score": "required", "train": "optional", "cache": "optional", "explain": "optional",
@@ -53,7 +58,7 @@ def units(ctx) -> list:
         required, optional = [p for p in optional if p.startswith(artifacts.EXPLANATIONS_DIR)], \
             [p for p in optional if not p.startswith(artifacts.EXPLANATIONS_DIR)]
     opts = ctx.stage_options("report", Options)
-    return [Unit("report", artifacts.REPORT_DIR, {"report": without(opts, "open"), "site": SITE_VERSION,
+    return [Unit("report", artifacts.REPORT_DIR, {"report": opts.__dict__, "site": SITE_VERSION,
                                                   "components": _components(ctx.config)},
                  tuple(required), tuple(optional))]
 
@@ -80,10 +85,6 @@ def run(ctx) -> None:
     else:
         summary = json.loads(ctx.run.file(artifacts.SUMMARY).read_text())
     print_summary(summary)
-    if opts.open:
-        from lmmsae.report.browser import open_report
-
-        open_report(ctx.run.file(artifacts.REPORT_HTML))
 
 
 def _readable(ctx, path: str) -> bool:

@@ -33,6 +33,7 @@ def test_report_open_hands_the_index_to_the_browser(small_run, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert opened.read_text().strip() == (small_run / "report" / "index.html").resolve().as_uri()
+    assert "open:" not in (small_run / "run.yaml").read_text()  # a flag of the command, not saved config
 
 
 def test_serve_serves_the_report_on_localhost(small_run):
