@@ -84,5 +84,5 @@ def test_train_logs_a_curve_point_every_ten_steps(small_run):
 def test_terminal_shows_only_our_progress(small_run):
     output = (small_run.parent / "output.txt").read_text()
     assert "[collect] done:" in output and "[train] done:" in output
-    assert "Loading weights" not in output and "it/s]" not in output
+    assert "Loading weights" not in output and "it/s]" not in output and "Warning" not in output
     assert "\x1b[" not in output  # no ANSI codes when not on a terminal
