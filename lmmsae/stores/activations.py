@@ -1,21 +1,29 @@
 """`activations.h5`: hookpoint activations of chosen tokens, with their token map, written in chunks.
 
-Layout (schema_version 1)::
+Layout (schema_version 2)::
 
     attrs:  schema_version, model (JSON), dataset (JSON), hookpoints (JSON list), dtype, kinds (JSON),
-            n_tokens and next_sample (what is committed), complete (bool)
+            n_tokens, n_samples, n_skipped, n_commits and next_sample (what is committed),
+            complete (bool), clean (bool: closed properly; else verified on reopening)
     /<hookpoint>/acts      [n_tokens, d]  float16 | float32 | uint16 holding bfloat16 bits (attr dtype)
     /tokens/<column>       [n_tokens]     sample_index, position, kind, image, view, row, col; box [n, 4]
     /samples/<column>      [n_samples]    index, id, token_start, token_count, width, height, grids (JSON)
     /skipped/<column>      [n_skipped]    index, id, reason
+    /commits/<column>      [n_commits]    tokens, samples, skipped, next_sample (counts after each
+                                          commit), crc (CRC-32 of the rows that commit wrote)
 
 Rows past the committed counts are ignored and cut on reopening, so a crash mid-batch resumes
-without duplicates or gaps. Memory stays bounded by one batch however large the dataset.
+without duplicates or gaps; a file that was not closed cleanly is also checked against its commit
+CRCs and cut after the last intact commit (a failed HDF5 write can damage rows committed earlier). Memory stays bounded by one batch however large the dataset.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,8 +31,9 @@ import h5py
 import numpy as np
 
 from lmmsae.errors import UserError
+from lmmsae.stores.disk import MARGIN, abandon, chunk_bytes, disk_errno, disk_error, reserve
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 TOKEN_COLUMNS = {"sample_index": np.int64, "position": np.int32, "kind": np.int8, "image": np.int16,
                  "view": np.int16, "row": np.int16, "col": np.int16}
@@ -55,7 +64,14 @@ def from_storage(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 class ActivationWriter:
-    """Appends batches to activations.h5; reopening a partial file resumes after its last commit."""
+    """Appends batches to activations.h5; reopening a partial file resumes after its last commit.
+
+    Each batch is one commit: its rows are written and flushed, then a commit record (row counts
+    and a CRC-32 of everything the batch wrote) and the committed counts, then flushed again.
+    Space is reserved before HDF5 touches the file (lmmsae.stores.disk), so a full disk ends in one
+    line with the file as of its last commit. A file not closed cleanly (a crash, a kill, a failed
+    write) is verified against its commit records on reopening and cut after the last intact one.
+    """
 
     def __init__(self, path: str | Path, hookpoints: dict[str, int], dtype: str, identity: dict[str, Any],
                  chunk_bytes: int = 1 << 20, compression: str | None = None):
@@ -64,20 +80,37 @@ class ActivationWriter:
         self.path = Path(path)
         self.dtype = dtype
         self.hookpoints = dict(hookpoints)
+        self.verified: int | None = None  # commits checked on reopening an unclean file
+        self._broken = False
         attrs = {"model": _json(identity.get("model")), "dataset": _json(identity.get("dataset")),
                  "hookpoints": _json(list(self.hookpoints)), "dtype": dtype,
                  "kinds": _json(identity.get("kinds"))}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        exists = self.path.exists()
         try:
-            self.f = h5py.File(self.path, "a")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            exists = self.path.exists()
+            self.f = _open_for_append(self.path)
         except OSError as exc:
-            raise UserError(f"{self.path} is unreadable ({exc}); delete it to collect again") from None
-        if exists and "schema_version" in self.f.attrs:
-            self._check(attrs)
-            self._truncate()
-        else:
-            self._create(attrs, chunk_bytes, compression)
+            code = disk_errno(exc)
+            if code is not None:
+                raise disk_error(self.path, code) from None
+            raise UserError(f"{self.path} is unreadable ({_first_line(exc)}); delete it to collect again") from None
+        try:
+            with self._writing():
+                if exists and "schema_version" in self.f.attrs:
+                    self._check(attrs)
+                    self._open_datasets()
+                    if not bool(self.f.attrs.get("clean", False)):
+                        self._recover()
+                    self._truncate()
+                else:
+                    self._create(attrs, chunk_bytes, compression)
+                    self._open_datasets()
+                self._reserve(MARGIN)
+                self.f.attrs["clean"] = False  # until close(): a crash from here on is noticed
+                self.f.flush()
+        except BaseException:
+            self.close()
+            raise
 
     # -- setup
     def _create(self, attrs: dict[str, str], chunk_bytes: int, compression: str | None) -> None:
@@ -85,7 +118,8 @@ class ActivationWriter:
         for key in list(f.keys()):
             del f[key]
         f.attrs.update(attrs)
-        f.attrs.update({"schema_version": SCHEMA_VERSION, "n_tokens": 0, "next_sample": 0, "complete": False})
+        f.attrs.update({"schema_version": SCHEMA_VERSION, "n_tokens": 0, "n_samples": 0, "n_skipped": 0,
+                        "n_commits": 0, "next_sample": 0, "complete": False})
         itemsize = np.dtype(STORAGE[self.dtype]).itemsize
         for name, d in self.hookpoints.items():
             rows = max(1, min(65536, chunk_bytes // (d * itemsize)))
@@ -103,7 +137,16 @@ class ActivationWriter:
         f.create_dataset("skipped/index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
         for col in ("id", "reason"):
             f.create_dataset(f"skipped/{col}", shape=(0,), maxshape=(None,), dtype=STR, chunks=(1024,))
+        for col in COMMIT_COLUMNS:
+            f.create_dataset(f"commits/{col}", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
         f.flush()
+
+    def _open_datasets(self) -> None:
+        """Handles kept open for the file's lifetime (temporary ones would flush on release)."""
+        names = [f"{h}/acts" for h in self.hookpoints] + [f"tokens/{c}" for c in (*TOKEN_COLUMNS, "box")]
+        names += [f"samples/{c}" for c in (*SAMPLE_COLUMNS, "id", "grids")]
+        names += [f"skipped/{c}" for c in ("index", "id", "reason")] + [f"commits/{c}" for c in COMMIT_COLUMNS]
+        self.ds = {name: self.f[name] for name in names}
 
     def _check(self, attrs: dict[str, str]) -> None:
         if int(self.f.attrs["schema_version"]) != SCHEMA_VERSION:
@@ -114,18 +157,36 @@ class ActivationWriter:
             raise UserError(f"{self.path} was collected with a different {', '.join(changed)}: delete it, or "
                             f"resume with the settings it was started with")
 
+    def _recover(self) -> None:
+        """The file was not closed cleanly: keep the commits whose data still matches its CRC."""
+        n = int(self.f.attrs.get("n_commits", 0))
+        good = 0
+        try:
+            for good in range(n + 1):
+                if good == n or _commit_crc(self.ds, self.hookpoints, self._commit_bounds(good)) != \
+                        int(self.ds["commits/crc"][good]):
+                    break
+        except Exception:  # noqa: BLE001 - unreadable rows are not intact rows
+            pass
+        self.verified = good
+        ends = self._commit_bounds(good - 1)[1] if good else {k: 0 for k in COMMIT_COLUMNS}
+        self.f.attrs.update({"n_tokens": ends["tokens"], "n_samples": ends["samples"], "n_skipped": ends["skipped"],
+                             "next_sample": ends["next_sample"], "n_commits": good, "complete": False})
+
+    def _commit_bounds(self, i: int) -> tuple[dict[str, int], dict[str, int]]:
+        """(start, end) counts of commit i."""
+        end = {k: int(self.ds[f"commits/{k}"][i]) for k in COMMIT_COLUMNS}
+        start = {k: int(self.ds[f"commits/{k}"][i - 1]) for k in COMMIT_COLUMNS} if i else \
+            {k: 0 for k in COMMIT_COLUMNS}
+        return start, end
+
     def _truncate(self) -> None:
         """Cut rows written after the last commit (a crash mid-batch)."""
         n, s = self.n_tokens, self.n_samples_committed
-        for name in self.hookpoints:
-            self.f[f"{name}/acts"].resize(n, axis=0)
-        for col in (*TOKEN_COLUMNS, "box"):
-            self.f[f"tokens/{col}"].resize(n, axis=0)
-        for col in (*SAMPLE_COLUMNS, "id", "grids"):
-            self.f[f"samples/{col}"].resize(s, axis=0)
-        k = int(self.f.attrs.get("n_skipped", 0))
-        for col in ("index", "id", "reason"):
-            self.f[f"skipped/{col}"].resize(k, axis=0)
+        k, c = int(self.f.attrs.get("n_skipped", 0)), int(self.f.attrs.get("n_commits", 0))
+        for name, ds in self.ds.items():
+            group = name.split("/")[0]
+            ds.resize({"tokens": n, "samples": s, "skipped": k, "commits": c}.get(group, n), axis=0)
 
     # -- state
     @property
@@ -150,14 +211,15 @@ class ActivationWriter:
                skipped: list[dict[str, Any]], next_sample: int) -> None:
         """Write one batch and commit it: afterwards a reopen resumes at `next_sample`."""
         n0, n = self.n_tokens, len(tokens["position"])
+        columns: dict[str, np.ndarray] = {}
         for name in self.hookpoints:
             data = to_storage(acts[name], self.dtype)
             if data.shape != (n, self.hookpoints[name]):
                 raise ValueError(f"{name}: got {data.shape}, expected {(n, self.hookpoints[name])}")
-            _append(self.f[f"{name}/acts"], data)
+            columns[f"{name}/acts"] = data
         for col, dt in TOKEN_COLUMNS.items():
-            _append(self.f[f"tokens/{col}"], np.asarray(tokens[col], dtype=dt))
-        _append(self.f["tokens/box"], np.asarray(tokens["box"], dtype=np.float32).reshape(-1, 4))
+            columns[f"tokens/{col}"] = np.asarray(tokens[col], dtype=dt)
+        columns["tokens/box"] = np.asarray(tokens["box"], dtype=np.float32).reshape(-1, 4)
         start = n0
         rows = {c: [] for c in (*SAMPLE_COLUMNS, "id", "grids")}
         for s in samples:
@@ -173,32 +235,136 @@ class ActivationWriter:
             raise ValueError(f"samples account for {start - n0} tokens, the batch has {n}")
         for col, values in rows.items():
             dt = SAMPLE_COLUMNS.get(col, STR)
-            _append(self.f[f"samples/{col}"], np.asarray(values, dtype=dt if dt is not STR else object))
-        for s in skipped:
-            _append(self.f["skipped/index"], np.asarray([s["index"]], np.int64))
-            _append(self.f["skipped/id"], np.asarray([str(s["id"])], dtype=object))
-            _append(self.f["skipped/reason"], np.asarray([str(s["reason"])], dtype=object))
-        self.f.flush()
-        self.f.attrs["n_tokens"] = n0 + n
-        self.f.attrs["n_samples"] = self.n_samples_committed + len(samples)
-        self.f.attrs["n_skipped"] = int(self.f.attrs.get("n_skipped", 0)) + len(skipped)
-        self.f.attrs["next_sample"] = next_sample
-        self.f.flush()
+            columns[f"samples/{col}"] = np.asarray(values, dtype=dt if dt is not STR else object)
+        columns["skipped/index"] = np.asarray([s["index"] for s in skipped], np.int64)
+        columns["skipped/id"] = np.asarray([str(s["id"]) for s in skipped], dtype=object)
+        columns["skipped/reason"] = np.asarray([str(s["reason"]) for s in skipped], dtype=object)
+        ends = {"tokens": n0 + n, "samples": self.n_samples_committed + len(samples),
+                "skipped": int(self.f.attrs.get("n_skipped", 0)) + len(skipped), "next_sample": int(next_sample)}
+        crc = _crc(columns)
+        commits = int(self.f.attrs.get("n_commits", 0))
+        with self._writing():
+            self._reserve(sum(chunk_bytes(self.ds[k], len(v)) + _string_bytes(v) for k, v in columns.items()))
+            for name, data in columns.items():
+                _append(self.ds[name], data)
+            for col in COMMIT_COLUMNS:
+                _append(self.ds[f"commits/{col}"], np.asarray([crc if col == "crc" else ends[col]], np.int64))
+            self.f.flush()
+            self._reserve(MARGIN)
+            self.f.attrs.update({"n_tokens": ends["tokens"], "n_samples": ends["samples"],
+                                 "n_skipped": ends["skipped"], "next_sample": ends["next_sample"],
+                                 "n_commits": commits + 1})
+            self.f.flush()
 
     def finish(self, **info: Any) -> None:
-        self.f.attrs["complete"] = True
-        for k, v in info.items():
-            self.f.attrs[k] = v if isinstance(v, (int, float, str, bool)) else _json(v)
-        self.f.flush()
+        with self._writing():
+            self._reserve(MARGIN)
+            self.f.attrs["complete"] = True
+            for k, v in info.items():
+                self.f.attrs[k] = v if isinstance(v, (int, float, str, bool)) else _json(v)
+            self.f.flush()
 
     def close(self) -> None:
-        self.f.close()
+        """Close, marking the file clean; after a failed write, close without touching the disk."""
+        if not self.f:
+            return
+        if self._broken:
+            abandon(self.f)
+            return
+        try:
+            try:
+                self._reserve(MARGIN)
+                self.f.attrs["clean"] = True
+            except UserError:
+                pass  # left unclean: verified when reopened
+            self.f.close()
+        except Exception:  # noqa: BLE001 - a failed flush on close: never let HDF5 retry it; the file
+            abandon(self.f)  # stays as last committed, unclean, and is verified when reopened
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """HDF5 writes; a failure leaves HDF5's caches half-updated, so the handle is abandoned."""
+        if self._broken:
+            raise UserError(f"{self.path} is closed after a failed write: rerun with --resume")
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as exc:
+            self._broken = True
+            abandon(self.f)
+            code = disk_errno(exc)
+            if code is not None:
+                raise disk_error(self.path, code) from None
+            raise
+
+    def _reserve(self, nbytes: int) -> None:
+        reserve(self.path, self.f.id.get_filesize() + nbytes + MARGIN)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+COMMIT_COLUMNS = ("tokens", "samples", "skipped", "next_sample", "crc")
+
+
+def _open_for_append(path: Path) -> h5py.File:
+    """h5py.File(path, "a"); a file whose end was lost in a failed write (HDF5 had already recorded
+    the longer size) is padded back to that size, so what it still holds can be verified and kept."""
+    try:
+        return h5py.File(path, "a")
+    except OSError as exc:
+        lost = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", str(exc))
+        if not lost or int(lost.group(2)) <= int(lost.group(1)):
+            raise
+        os.truncate(path, int(lost.group(2)))  # the missing tail reads as zeros: its commits fail their CRC
+        f = h5py.File(path, "a")
+        f.attrs["clean"] = False
+        return f
+
+
+def _crc(columns: dict[str, np.ndarray]) -> int:
+    """CRC-32 of a batch's columns, in name order (strings as UTF-8, NUL-separated)."""
+    crc = 0
+    for name in sorted(columns):
+        data = columns[name]
+        if data.dtype == object:
+            crc = zlib.crc32(b"\0".join(_text(v).encode() for v in data) + b"\1", crc)
+        else:
+            crc = zlib.crc32(np.ascontiguousarray(data).tobytes(), crc)
+    return crc
+
+
+def _commit_crc(ds: dict, hookpoints: dict[str, int], bounds) -> int:
+    """The CRC of what commit `bounds` = (start counts, end counts) holds on disk now."""
+    start, end = bounds
+    group_of = {"tokens": "tokens", "samples": "samples", "skipped": "skipped"}
+    columns = {}
+    for name, d in ds.items():
+        group = name.split("/")[0]
+        if group == "commits":
+            continue
+        key = group_of.get(group, "tokens")
+        data = d[start[key]:end[key]]
+        columns[name] = np.asarray([_text(v) for v in data], dtype=object) if d.dtype.kind == "O" else data
+    return _crc(columns)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _string_bytes(data: np.ndarray) -> int:
+    """Heap bytes of variable-length strings (with HDF5's per-object overhead)."""
+    return sum(len(_text(v).encode()) + 32 for v in data) if data.dtype == object else 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _append(ds, data: np.ndarray) -> None:
