@@ -17,7 +17,6 @@ import json
 import math
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -126,7 +125,6 @@ class Trainer:
         self.entries = entries
         self.step_count = 0
         self.tokens = 0
-        self.started = time.perf_counter()
         for entry in entries:
             entry.sae.to(self.device).train()
             entry.lr = self.options.lr or default_lr(entry.sae.n_latents)
@@ -146,6 +144,11 @@ class Trainer:
         n_global = None
         for hookpoint in self.hookpoints:
             x = batch[hookpoint].to(self.device, torch.float32, non_blocking=True)
+            if not bool(torch.isfinite(x).all()):
+                rows = (~torch.isfinite(x).all(dim=1)).nonzero().flatten().tolist()
+                raise UserError(f"training data for {hookpoint!r} holds NaN or Inf (step {self.step_count + 1}, "
+                                f"{len(rows)} of its {x.shape[0]} rows): the activations are corrupt; "
+                                f"collect them again")
             entries = [e for e in self.entries if e.hookpoint == hookpoint]
             for entry in entries:
                 if entry.sae.d_in != x.shape[-1]:
@@ -187,6 +190,9 @@ class Trainer:
         autocast = self.options.mixed_precision and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
             result = sae.training_loss(x, context)
+        if not bool(torch.isfinite(result.loss.detach())):
+            raise UserError(f"SAE {entry.name!r} diverged at step {self.step_count + 1} (loss "
+                            f"{float(result.loss.detach()):.4g}): lower train.lr (now {entry.lr:.3g}) and train again")
         opt.zero_grad(set_to_none=True)
         result.loss.backward()
         fired = result.fired.to(torch.long)
@@ -241,9 +247,6 @@ class Trainer:
         for name, s in stats.items():
             parts.append(f"{name}: fvu {s.get('fvu', float('nan')):.4f} l0 {s['l0']:.1f} dead {s['dead_fraction']:.3f}")
         return " | ".join(parts)
-
-    def tokens_per_second(self) -> float:
-        return self.tokens / max(time.perf_counter() - self.started, 1e-9)
 
     def inference_saes(self) -> dict[str, SAE]:
         """{name: SAE} ready to save: inference form, input scale folded into the weights."""

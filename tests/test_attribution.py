@@ -78,7 +78,7 @@ def test_ranking_finds_a_planted_feature_and_maps_it():
     with torch.no_grad():
         special = torch.randn(8)
         model.embed[9] = special * 3                      # token 9 sits at row 1, position 2 (an image token)
-        sae.W_enc[:, 7] = special / special.norm() * 2
+        sae.W_enc[7] = special / special.norm() * 2
         sae.b_enc[7] = -4.0
         direction = torch.linalg.solve(model.mix.T, model.head[:, 3] - model.head[:, 4])  # through the mixing
         sae.W_dec[7] = direction / direction.norm() * 3

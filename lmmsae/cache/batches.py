@@ -11,9 +11,13 @@ import torch
 
 from lmmsae.cache.layout import MapLayout, ViewGeometry
 from lmmsae.cache.state import SampleInfo, SparseBatch
+from lmmsae.models.base import TokenKind
 from lmmsae.saes.sparse import Scratch
 
-IMAGE, PADDING = 1, 4  # TokenKind values (lmmsae.models.base)
+
+
+CHUNK = 128  # tokens per encoder matmul: the [chunk, n_latents] pre-activations stay in cache
+_PRE = Scratch()  # their buffer, reused across chunks and batches (8 MB at 16k latents)
 
 
 def image_hash(image: Any) -> int:
@@ -27,41 +31,24 @@ def image_hash(image: Any) -> int:
 
 
 def encode_tokens(acts: torch.Tensor, token_map, sae, latents: torch.Tensor | None = None,
-                  chunk: int = 1024) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  chunk: int = CHUNK) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Positive latent activations of every non-padding token, sparse.
 
     Returns (positions [T, 2] = (batch row, seq position) of the tokens, and entries `token` [E],
-    `latent` [E] (column among `latents`, or the latent id when all are kept), `value` [E]). Uses the
-    SAE's `encode_sparse` when it has one (TopK: never builds the dense [T, n_latents] codes)."""
-    pos = np.argwhere(np.asarray(token_map.kind) != PADDING)
+    `latent` [E] (column among `latents`, or the latent id when all are kept), `value` [E]), from the
+    SAE's `encode_sparse` (TopK never builds the dense [T, n_latents] codes)."""
+    pos = np.argwhere(np.asarray(token_map.kind) != TokenKind.PADDING)
     x = acts[torch.as_tensor(pos[:, 0], device=acts.device), torch.as_tensor(pos[:, 1], device=acts.device)]
-    dtype = next(iter(sae.parameters())).dtype
-    n_latents = int(sae.cfg["n_latents"])
     column = None
     if latents is not None:
-        column = torch.full((n_latents,), -1, dtype=torch.int64, device=acts.device)
+        column = torch.full((sae.n_latents,), -1, dtype=torch.int64, device=acts.device)
         column[latents.to(acts.device)] = torch.arange(len(latents), device=acts.device)
     tokens, cols, values = [], [], []
-    fast = _topk_encoder(sae)
-    if fast is not None:
-        chunk = min(chunk, FAST_CHUNK)
-        pre = _PRE.get((min(chunk, x.shape[0]), n_latents), x.new_empty(0, dtype=dtype))
     for a in range(0, x.shape[0], chunk):
-        xa = x[a:a + chunk].to(dtype)
-        if fast is not None:
-            values_k, indices_k = fast(sae, xa, pre[:xa.shape[0]])
-            k = indices_k.shape[-1]
-            token = torch.arange(xa.shape[0], device=xa.device).repeat_interleave(k)
-            latent, value = indices_k.reshape(-1), values_k.reshape(-1)
-        elif hasattr(sae, "encode_sparse"):
-            codes = sae.encode_sparse(xa)
-            k = codes.indices.shape[-1]
-            token = torch.arange(xa.shape[0], device=xa.device).repeat_interleave(k)
-            latent, value = codes.indices.reshape(-1), codes.values.reshape(-1)
-        else:
-            z = sae.encode(xa)
-            token, latent = (z > 0).nonzero(as_tuple=True)
-            value = z[token, latent]
+        codes = sae.encode_sparse(x[a:a + chunk], scratch=_PRE)
+        n, k = codes.indices.shape
+        token = torch.arange(n, device=x.device).repeat_interleave(k)
+        latent, value = codes.indices.reshape(-1), codes.values.reshape(-1)
         keep = value > 0
         if column is not None:
             latent = column[latent]
@@ -74,41 +61,11 @@ def encode_tokens(acts: torch.Tensor, token_map, sae, latents: torch.Tensor | No
     return pos, cat(tokens, empty), cat(cols, empty), cat(values, empty.float())
 
 
-FAST_CHUNK = 128  # tokens per encoder matmul: the [chunk, n_latents] pre-activations stay in cache
-_PRE = Scratch()  # their buffer, reused across chunks and batches (8 MB at 16k latents)
-
-
-def _topk_encoder(sae):
-    """For SAEs whose `encode_sparse` is TopK's (TopK, Matryoshka): a function (sae, x, out) giving its
-    (values, indices) exactly as `encode_sparse(x)` does, but writing the dense pre-activations into
-    the reused buffer `out`. A fresh [tokens, n_latents] tensor per call costs more in page faults than
-    the matmul itself on CPU. None for other SAEs (they go through `encode_sparse` / `encode`)."""
-    try:
-        from lmmsae.saes.sparse import topk_exact
-        from lmmsae.saes.topk import TopKSAE
-    except ImportError:  # pragma: no cover
-        return None
-    if not isinstance(sae, TopKSAE) or type(sae).encode_sparse is not TopKSAE.encode_sparse \
-            or type(sae).pre_acts is not TopKSAE.pre_acts or torch.is_grad_enabled():
-        return None
-
-    def encode(sae, x, out):
-        xc = x.to(sae.dtype) - sae.b_dec
-        if torch.is_autocast_enabled(xc.device.type):
-            pre = torch.nn.functional.linear(xc, sae.W_enc, sae.b_enc)
-        else:  # what F.linear does for a 2-D input with bias, into `out`
-            pre = torch.addmm(sae.b_enc, xc, sae.W_enc.T, out=out)
-        values, indices = topk_exact(pre, sae.k)
-        return values.relu(), indices
-
-    return encode
-
-
 def geometry(token_map, b: int, image_size: tuple[int, int] | None) -> list[ViewGeometry]:
     """Views of sample b's (first) image: grids from the token map, boxes spanned by their tokens."""
     kind, image, view = (np.asarray(a)[b] for a in (token_map.kind, token_map.image, token_map.view))
     row, col, box = np.asarray(token_map.row)[b], np.asarray(token_map.col)[b], np.asarray(token_map.box)[b]
-    sel = (kind == IMAGE) & (image <= 0) & (view >= 0) & (row >= 0)
+    sel = (kind == TokenKind.IMAGE) & (image <= 0) & (view >= 0) & (row >= 0)
     grids = list(token_map.grids[b]) if getattr(token_map, "grids", None) and len(token_map.grids) > b else []
     n_views = max(len(grids), int(view[sel].max()) + 1 if sel.any() else 0)
     out = []
@@ -144,7 +101,7 @@ def image_batch(indices: list[int], samples: list, token_map, pos: np.ndarray, t
     at = lambda a: np.asarray(a)[pos[:, 0], pos[:, 1]]  # noqa: E731
     kind, image, view, row, col = (at(a) for a in (token_map.kind, token_map.image, token_map.view,
                                                    token_map.row, token_map.col))
-    on_map = (kind == IMAGE) & (image <= 0) & (view >= 0) & (row >= 0) & (col >= 0)
+    on_map = (kind == TokenKind.IMAGE) & (image <= 0) & (view >= 0) & (row >= 0) & (col >= 0)
     cell = np.full(len(kind), -1, dtype=np.int64)
     cell[on_map] = layout.cells(view[on_map], row[on_map], col[on_map])
     owner = np.where(on_map, pos[:, 0], -1)

@@ -15,11 +15,11 @@ import torch
 
 from lmmsae.cache.layout import MapLayout, ViewGeometry
 from lmmsae.cache.stats import LatentStats
+from lmmsae.models.base import TokenKind
 from lmmsae.cache.tracker import TopTracker, random_keys, random_keys_at
 
 POOLINGS = ("base_mean", "max", "mean")
 NEGATIVE_SEED_OFFSET = 0x5EED
-IMAGE_KIND = 1  # TokenKind.IMAGE
 
 
 @dataclass
@@ -74,7 +74,7 @@ class ImageBatch:
         image = torch.as_tensor(np.concatenate(image) if image else np.zeros(0, int), dtype=torch.int64)
         cell = torch.as_tensor(np.concatenate(cell) if cell else np.zeros(0, int), dtype=torch.int64)
         dense = self.maps[image.to(self.maps.device), cell.to(self.maps.device)].cpu()
-        kind = torch.full((len(cell),), IMAGE_KIND, dtype=torch.int64)
+        kind = torch.full((len(cell),), int(TokenKind.IMAGE), dtype=torch.int64)
         if self.token_kinds is not None:
             n = len(self.token_kinds)
             dense = torch.cat([dense, self.token_acts.to(dense.dtype).cpu()])

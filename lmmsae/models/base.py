@@ -101,10 +101,6 @@ class TokenMap:
             "col": self.col[b, pos].astype(np.int16), "box": self.box[b, pos].astype(np.float32),
         }
 
-    def take_rows(self, rows: list[int]) -> "TokenMap":
-        return TokenMap(self.kind[rows], self.image[rows], self.view[rows], self.row[rows], self.col[rows],
-                        self.box[rows], [self.grids[r] for r in rows], [self.image_sizes[r] for r in rows])
-
 
 @dataclass
 class Batch:
@@ -138,6 +134,10 @@ class ModelAdapter(ABC):
     processor: Any
     device: Any
     dtype: Any
+    current_run: Any = None
+    """The batch being run now (a `lmmsae.models.interventions.Run`: its token map, hook calls seen),
+    set by the adapter around every forward, logits and generate; intervention hooks read it to
+    know which tokens to edit. None between runs."""
 
     def __init__(self, options: "ModelAdapter.Options", device: str = "cpu", dtype: str = "float32"):
         self.options = options

@@ -114,7 +114,7 @@ class TransformersAdapter(ModelAdapter):
         self._modules = dict(self.model.named_modules())
         self._listed = [n for n in self._modules if hp.LAYER_RE.fullmatch(n)]
         self._layouts: dict[tuple, Layout] = {}
-        self._run: interventions.Run | None = None
+        self.current_run: interventions.Run | None = None
 
     # ------------------------------------------------------------------ loading and naming
 
@@ -241,12 +241,12 @@ class TransformersAdapter(ModelAdapter):
 
     @contextlib.contextmanager
     def _running(self, token_map: TokenMap | None, generating: bool = False):
-        previous = self._run
-        self._run = interventions.Run(token_map, generating)
+        previous = self.current_run
+        self.current_run = interventions.Run(token_map, generating)
         try:
             yield
         finally:
-            self._run = previous
+            self.current_run = previous
 
     def forward(self, batch: Batch, hookpoints: Iterable[str], grad: bool = False) -> dict[str, torch.Tensor]:
         names = self.resolve_hookpoints(list(hookpoints))

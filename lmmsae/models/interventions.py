@@ -79,7 +79,7 @@ def intervene(adapter, modules: list[torch.nn.Module], edit: Callable, token_kin
     kinds = TokenKind.parse(token_kinds)
 
     def hook(module, args, output):
-        run: Run | None = adapter._run
+        run: Run | None = adapter.current_run
         key = id(module)
         n = 0
         if run is not None:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lmmsae.errors import UserError
+from lmmsae.saes.sparse import Codes, Scratch
 
 
 @dataclass
@@ -128,8 +129,14 @@ class SAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.W_dec.dtype
 
-    def pre_acts(self, x: Tensor) -> Tensor:
-        return nn.functional.linear(x.to(self.dtype) - self.b_dec, self.W_enc, self.b_enc)
+    def pre_acts(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """(x - b_dec) @ W_enc^T + b_enc. `out` [N, n_latents], when given outside autograd, receives
+        them: on CPU a fresh [tokens, n_latents] tensor per call costs more in page faults than the
+        matmul itself, so callers encoding many chunks pass a reused buffer."""
+        xc = x.to(self.dtype) - self.b_dec
+        if out is None or torch.is_grad_enabled() or torch.is_autocast_enabled(xc.device.type) or xc.dim() != 2:
+            return nn.functional.linear(xc, self.W_enc, self.b_enc)
+        return torch.addmm(self.b_enc, xc, self.W_enc.T, out=out)  # what F.linear does for 2-D input
 
     def activation(self, pre: Tensor) -> Tensor:
         raise NotImplementedError
@@ -137,6 +144,16 @@ class SAE(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Dense post-activation latents [N, n_latents]."""
         return self.activation(self.pre_acts(x))
+
+    def encode_sparse(self, x: Tensor, k: int | None = None, scratch: Scratch | None = None) -> Codes:
+        """Active latents per token: values and indices [N, k] (entries may be zero: callers keep the
+        non-zero ones). This default goes through the dense codes of `encode`, with k = `k` or the
+        largest number of active latents of any token; TopK overrides it without building them and
+        writes its pre-activations into `scratch` (a reusable buffer), which this default ignores."""
+        z = self.encode(x)
+        width = k or max(int((z != 0).sum(dim=-1).max()) if z.numel() else 0, 1)
+        _, indices = z.abs().topk(min(width, self.n_latents), dim=-1)
+        return Codes(z.gather(-1, indices), indices)
 
     def decode(self, z: Tensor) -> Tensor:
         return z.to(self.dtype) @ self.W_dec + self.b_dec

@@ -41,6 +41,10 @@ def save_sae(sae: SAE, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     sae = sae.inference_sae()
     tensors = {k: v.detach().cpu().contiguous() for k, v in sae.export_tensors().items()}
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise UserError(f"the {sae.architecture} SAE for {directory} holds NaN or Inf in {', '.join(broken)}: "
+                        f"not saved; train it again (lower the learning rate)")
     with atomic_path(directory / artifacts.SAE_WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "architecture": sae.architecture})
     atomic_write_text(directory / artifacts.SAE_CFG, json.dumps(sae.cfg, indent=2) + "\n")

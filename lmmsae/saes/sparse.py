@@ -70,6 +70,13 @@ class Scratch:
             self.tensor = t = torch.empty(shape, dtype=like.dtype, device=like.device)
         return t
 
+    def rows(self, n: int, width: int, like: Tensor) -> Tensor:
+        """The first n rows of a [>= n, width] buffer (kept across calls while n does not grow)."""
+        t = self.tensor
+        if t is None or t.shape[0] < n or t.shape[1] != width or t.dtype != like.dtype or t.device != like.device:
+            t = self.get((n, width), like)
+        return t[:n]
+
     def clear(self) -> None:
         self.tensor = None
 

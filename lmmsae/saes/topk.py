@@ -42,8 +42,9 @@ class TopKSAE(SAE):
     def k(self) -> int:
         return self.options.k
 
-    def encode_sparse(self, x: Tensor, k: int | None = None) -> Codes:
-        pre = self.pre_acts(x)
+    def encode_sparse(self, x: Tensor, k: int | None = None, scratch: Scratch | None = None) -> Codes:
+        """The k largest pre-activations per token (after ReLU), never the dense codes."""
+        pre = self.pre_acts(x, None if scratch is None else scratch.rows(x.shape[0], self.n_latents, x.to(self.dtype)))
         if pre.requires_grad:
             values, indices = pre.topk(k or self.k, dim=-1, sorted=False)
         else:

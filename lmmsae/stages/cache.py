@@ -187,7 +187,8 @@ def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, optio
     from lmmsae.cache.state import POOLINGS, FeatureCache
     from lmmsae.loader import Policy, load_batches
     from lmmsae.progress import track
-    from lmmsae.stores.features import write_cache
+    from lmmsae.saes.base import check_d_in
+    from lmmsae.stores.features import FeatureWriter, write_cache
 
     options = options or Options()
     if options.pooling not in POOLINGS:
@@ -197,7 +198,8 @@ def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, optio
     out = Path(out)
     n = len(dataset) if options.n_images is None else min(int(options.n_images), len(dataset))
     start, stop = shard_range(n, *shard)
-    n_latents = int(sae.cfg["n_latents"])
+    check_d_in(sae, hookpoint, adapter.d_model(hookpoint))
+    n_latents = sae.n_latents
     latent_ids = parse_latents(options.latents, n_latents)
     device = getattr(adapter, "device", "cpu")
     attrs = {**(attrs or {}), "hookpoint": hookpoint, "sample_range": [start, stop]}
@@ -205,6 +207,7 @@ def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, optio
                          seed, device=device)
     policy = policy if isinstance(policy, Policy) else Policy(policy or "skip", "cache")
     if out.exists():
+        FeatureWriter(out).close()  # finishes a checkpoint a kill interrupted
         cache, saved = _resume(out, cache, attrs, device)
         policy.skipped = list(saved.get("skipped") or [])
     subset = None if len(latent_ids) == n_latents else torch.as_tensor(latent_ids, dtype=torch.int64)
@@ -223,9 +226,9 @@ def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, optio
                                       value))
             since += len(indices)
             if since >= options.checkpoint_every:
-                write_cache(cache, out, {**attrs, "skipped": policy.skipped, "complete": False}, previous=out)
+                write_cache(cache, out, {**attrs, "skipped": policy.skipped, "complete": False})
                 since = 0
-    write_cache(cache, out, {**attrs, "skipped": policy.skipped, "complete": True}, previous=out)
+    write_cache(cache, out, {**attrs, "skipped": policy.skipped, "complete": True})
     return out
 
 

@@ -59,17 +59,11 @@ def edit_latents(z: torch.Tensor, features: Sequence[int], values: Sequence[floa
     return out
 
 
-def _sae_dtype(sae) -> torch.dtype:
-    for p in sae.parameters():
-        return p.dtype
-    return torch.float32
-
-
 def steer_rows(x: torch.Tensor, sae, steering: Steering) -> torch.Tensor:
     """Edit rows x [N, d]; returns [N, d] in x's dtype."""
     if steering.is_identity():
         return x
-    dtype = _sae_dtype(sae)
+    dtype = sae.dtype
     out = torch.empty_like(x)
     for start in range(0, x.shape[0], CHUNK):
         xs = x[start:start + CHUNK]

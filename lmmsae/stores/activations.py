@@ -397,6 +397,11 @@ class ActivationReader:
         self.dataset: dict = json.loads(self.f.attrs["dataset"])
         self.kinds = json.loads(self.f.attrs["kinds"])
 
+    def identity(self) -> dict[str, Any]:
+        """What produced these activations (to compare with a run's: lmmsae.stores.identity)."""
+        return {"model": self.model, "dataset": self.dataset, "hookpoints": self.hookpoints, "dtype": self.dtype,
+                "kinds": self.kinds}
+
     def resolve(self, hookpoint: str) -> str:
         """The stored hookpoint a full or short name (`layers.2`) refers to."""
         if hookpoint in self.hookpoints:
@@ -459,6 +464,7 @@ class ActivationReader:
         carry = np.zeros((0, ds.shape[1]), np.float32)
         for s in starts:
             rows = from_storage(ds[s:min(s + block, n)], self.dtype)
+            self._check_finite(rows, hookpoint, s)
             if wanted is not None:
                 rows = rows[np.isin(self.f["tokens/kind"][s:min(s + block, n)], wanted)]
             if shuffle_buffer > 0:
@@ -470,6 +476,14 @@ class ActivationReader:
             carry = rows[full:]
         if len(carry) and not drop_last:
             yield _tensor(carry, device, torch)
+
+    def _check_finite(self, rows: np.ndarray, hookpoint: str, start: int) -> None:
+        """Training on NaN/Inf gives a NaN SAE: refuse such rows, naming them."""
+        bad = ~np.isfinite(rows).all(axis=1)
+        if bad.any():
+            where = np.nonzero(bad)[0] + start
+            raise UserError(f"{self.path}: {len(where)} row(s) of {hookpoint} hold NaN or Inf (rows {where[0]}.."
+                            f"{where[-1]}): the file is corrupt; delete it and collect again")
 
     def close(self) -> None:
         self.f.close()

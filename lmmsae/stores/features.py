@@ -1,6 +1,6 @@
 """features.h5: where every latent fires. Writer (checkpoints of a streaming cache), shard merge, reader.
 
-Layout (schema_version 1; row r of every per-latent dataset is latent `latents[r]`, so one latent's
+Layout (schema_version 2; row r of every per-latent dataset is latent `latents[r]`, so one latent's
 examples are one slice; chunks hold whole latents)::
 
     attrs: format, schema_version, hookpoint, pooling, n_top, n_random, n_negatives, seed, n_images,
@@ -19,12 +19,18 @@ examples are one slice; chunks hold whole latents)::
     samples/index [n] int64, samples/id [n] str, samples/hash [n] int64,
     samples/grid [n, V, 2] int32 (rows, cols; 0 = no such view), samples/box [n, V, 4] float32
 
-The file is always written whole to a temporary name and renamed: a checkpoint is a valid file, and
-the stage marks it complete (`features.h5.complete`) only when every image is in.
+    journal/...                              the next checkpoint's rows, while it is being written
+    attrs n_samples (committed rows of samples/*), journal (true: a committed journal awaits copying)
+
+Checkpoints are written in place (see FeatureWriter): the per-latent rows through the journal, the
+samples table appended, so a kill leaves a valid checkpoint and no checkpoint rewrites what grows
+with the number of images. The stage marks the file complete (`features.h5.complete`, and the
+`complete` attribute) only when every image is in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -38,40 +44,156 @@ from lmmsae.cache.layout import MapLayout, ViewGeometry
 from lmmsae.cache.state import FeatureCache, SampleInfo
 from lmmsae.cache.stats import KINDS, LatentStats
 from lmmsae.errors import UserError
+from lmmsae.stores.disk import MARGIN, abandon, chunk_bytes, disk_errno, disk_error, reserve
 
 FORMAT = "lmmsae.features"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JSON_ATTRS = ("layout", "kinds", "model", "sae", "dataset", "sample_range", "skipped")
 ROW_BLOCK = 2048
 SAMPLE_BLOCK = 65536
+SAMPLE_CHUNK = 4096
+JOURNAL = "journal"
 
 
 # ----------------------------------------------------------------------------- writing
 
 
-def write_cache(cache: FeatureCache, path: str | Path, attrs: dict[str, Any] | None = None,
-                previous: str | Path | None = None) -> None:
-    """Write `cache` to `path` atomically; samples seen before come from `previous` (an earlier
-    checkpoint, possibly `path` itself), then `cache.pending` is appended (and cleared)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _set_attrs(f, cache, attrs or {})
-            _create_rows(f, cache.n_latents, cache.n_top, cache.n_random, cache.n_negatives, cache.layout.size)
-            f["latents"][...] = cache.latents.cpu().numpy()
+def write_cache(cache: FeatureCache, path: str | Path, attrs: dict[str, Any] | None = None) -> None:
+    """Checkpoint `cache` into `path` (created, or continued when it holds an earlier checkpoint)."""
+    with FeatureWriter(path) as writer:
+        writer.checkpoint(cache, attrs or {})
+
+
+class FeatureWriter:
+    """Checkpoints of a streaming cache, written in place.
+
+    The per-latent rows (bounded by latents x examples) are rewritten at every checkpoint, through a
+    journal: first into `/journal`, committed by one attribute, then copied over the root datasets.
+    The samples table only grows: each checkpoint appends its new images (`n_samples` counts the
+    committed ones). So a kill at any moment leaves the last checkpoint (or the journal, replayed on
+    reopening), and nothing proportional to the number of images is ever rewritten. Space is
+    reserved before each write, as for activations.h5 (lmmsae.stores.disk).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._broken = False
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.f = h5py.File(self.path, "a")
+        except OSError as exc:
+            code = disk_errno(exc)
+            if code is not None:
+                raise disk_error(self.path, code) from None
+            raise UserError(f"{str(self.path)!r} is unreadable ({_first_line(exc)}); delete it to cache again") from None
+        try:
+            with self._writing():
+                if "format" in self.f.attrs:
+                    check_format(self.f, self.path)
+                    if bool(self.f.attrs.get("journal", False)):
+                        self._apply()
+                    n = self.n_samples
+                    for ds in self.f["samples"].values():
+                        ds.resize(n, axis=0)
+                else:
+                    for key in list(self.f.keys()):
+                        del self.f[key]
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.f.attrs.get("n_samples", 0))
+
+    def checkpoint(self, cache: FeatureCache, attrs: dict[str, Any]) -> None:
+        """Make the file hold `cache` (its rows, and its `pending` samples appended; then cleared)."""
+        f, n0, V = self.f, self.n_samples, len(cache.layout.views)
+        with self._writing():
+            journal = f.require_group(JOURNAL)
+            specs = _row_specs(cache.n_latents, cache.n_top, cache.n_random, cache.n_negatives, cache.layout.size)
+            samples = _sample_columns(cache.pending, V)
+            missing = "samples" not in f
+            need = _stale_bytes(journal, specs) + sum(
+                chunk_bytes(f[f"samples/{k}"], len(v)) if not missing else v.nbytes * 2 for k, v in samples.items())
+            self._reserve(need + sum(len(s.id) + 32 for s in cache.pending))
+            _ensure(journal, specs)
+            journal["latents"][...] = cache.latents.cpu().numpy()
             for start in range(0, cache.n_latents, ROW_BLOCK):
-                _write_rows(f, start, cache, slice(start, start + ROW_BLOCK))
-            f["stats/tokens_total"][...] = cache.stats.tokens_total.numpy()
-            old = h5py.File(previous, "r") if previous and Path(previous).exists() else None
-            try:
-                _write_samples(f, cache.layout, [old["samples"]] if old is not None else [], cache.pending)
-            finally:
-                if old is not None:
-                    old.close()
-    cache.pending = []
+                _write_rows(journal, start, cache, slice(start, start + ROW_BLOCK))
+            journal["stats/tokens_total"][...] = cache.stats.tokens_total.numpy()
+            if missing:
+                _create_samples(f, V)
+            _append_samples(f["samples"], samples)
+            journal.attrs["attrs"] = json.dumps(_attr_values(cache, attrs))
+            journal.attrs["n_samples"] = n0 + len(cache.pending)
+            f.flush()
+            self._reserve(0)
+            f.attrs["journal"] = True  # the commit: from here on, reopening completes the copy
+            f.flush()
+            self._apply()
+            if attrs.get("complete"):
+                del f[JOURNAL]  # the finished file holds just the result
+        cache.pending = []
+
+    def _apply(self) -> None:
+        """Copy the committed journal over the root rows and attributes."""
+        f = self.f
+        journal = f[JOURNAL]
+        specs = {name: (ds.shape, ds.dtype, ds.fillvalue) for name, ds in _datasets(journal).items()}
+        self._reserve(_stale_bytes(f, specs))
+        _ensure(f, specs)
+        for name in specs:
+            src, dst = journal[name], f[name]
+            for start in range(0, max(src.shape[0], 1), ROW_BLOCK):
+                dst[start:start + ROW_BLOCK] = src[start:start + ROW_BLOCK]
+        f.flush()
+        self._reserve(0)
+        for key, value in json.loads(journal.attrs["attrs"]).items():
+            f.attrs[key] = value
+        f.attrs["n_samples"] = int(journal.attrs["n_samples"])
+        f.attrs["journal"] = False
+        f.flush()
+
+    def close(self) -> None:
+        if not self.f:
+            return
+        if self._broken:
+            abandon(self.f)
+            return
+        try:
+            self.f.close()
+        except Exception:  # noqa: BLE001 - never let HDF5 retry a failed flush
+            abandon(self.f)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        if self._broken:
+            raise UserError(f"{self.path} is closed after a failed write: rerun with --resume")
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as exc:
+            self._broken = True
+            abandon(self.f)
+            code = disk_errno(exc)
+            if code is not None:
+                raise disk_error(self.path, code) from None
+            raise
+
+    def _reserve(self, nbytes: int) -> None:
+        reserve(self.path, self.f.id.get_filesize() + nbytes + MARGIN)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
-def _set_attrs(f: h5py.File, cache: FeatureCache, attrs: dict[str, Any]) -> None:
+def _attr_values(cache: FeatureCache, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The root attributes of a checkpoint of `cache`, as stored (JSON strings where structured)."""
     from lmmsae import __version__
 
     values = {
@@ -80,35 +202,76 @@ def _set_attrs(f: h5py.File, cache: FeatureCache, attrs: dict[str, Any]) -> None
         "n_images": cache.stats.n_images, "layout": cache.layout.to_list(), "kinds": list(KINDS),
         "lmmsae_version": __version__,
     }
-    for key, value in values.items():
-        f.attrs[key] = json.dumps(value, default=str) if key in JSON_ATTRS or isinstance(value, (dict, list)) else (
-            "" if value is None else value)
+    return {key: json.dumps(value, default=str) if key in JSON_ATTRS or isinstance(value, (dict, list)) else (
+        "" if value is None else value) for key, value in values.items()}
+
+
+def _set_attrs(f: h5py.File, cache: FeatureCache, attrs: dict[str, Any]) -> None:
+    for key, value in _attr_values(cache, attrs).items():
+        f.attrs[key] = value
+
+
+def _row_specs(L: int, n_top: int, n_random: int, n_negatives: int, C: int) -> dict[str, tuple]:
+    """name -> (shape, dtype, fill) of every per-latent dataset."""
+    K = len(KINDS)
+    specs = {"latents": ((L,), np.dtype(np.int64), 0)}
+    for group, n in (("top", n_top), ("random", n_random)):
+        specs[f"{group}/score"] = ((L, n), np.dtype(np.float32), -np.inf)
+        specs[f"{group}/index"] = ((L, n), np.dtype(np.int64), -1)
+        specs[f"{group}/maps"] = ((L, n, C), np.dtype(np.float16), 0)
+    specs["random/key"] = ((L, n_random), np.dtype(np.float64), np.inf)
+    specs["negatives/key"] = ((L, n_negatives), np.dtype(np.float64), np.inf)
+    specs["negatives/index"] = ((L, n_negatives), np.dtype(np.int64), -1)
+    for key, (shape, dtype) in LatentStats.FIELDS.items():
+        specs[f"stats/{key}"] = ((L, *shape), torch.empty(0, dtype=dtype).numpy().dtype, 0)
+    specs["stats/tokens_total"] = ((K,), np.dtype(np.int64), 0)
+    return specs
+
+
+def _datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
+    out = {}
+    group.visititems(lambda name, obj: out.__setitem__(name, obj) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _stale_bytes(group: h5py.Group, specs: dict[str, tuple]) -> int:
+    """Bytes of the datasets `_ensure` would (re)create."""
+    have = _datasets(group)
+    return sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize for name, (shape, dtype, _) in specs.items()
+               if name not in have or have[name].shape != tuple(shape) or have[name].dtype != dtype)
+
+
+def _ensure(group: h5py.Group, specs: dict[str, tuple]) -> None:
+    """Make `group` hold exactly these datasets (those of another shape are recreated), allocated now."""
+    have = _datasets(group)
+    for name, (shape, dtype, fill) in specs.items():
+        if name in have and have[name].shape == tuple(shape) and have[name].dtype == dtype:
+            continue
+        if name in have:
+            del group[name]
+        _make(group, name, tuple(shape), dtype, fill, early=True)
+
+
+def _make(g: h5py.Group, name: str, shape: tuple, dtype, fill, early: bool = False) -> None:
+    """A row dataset whose chunks hold whole latents (one latent's examples are one read)."""
+    L = shape[0]
+    per_row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    rows = max(1, min(max(L, 1), (256 * 1024) // max(per_row, 1)))
+    chunks = (rows, *shape[1:]) if L and all(shape[1:]) else None
+    dcpl = None
+    if early:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    g.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fillvalue=fill, dcpl=dcpl)
 
 
 def _create_rows(f: h5py.File, L: int, n_top: int, n_random: int, n_negatives: int, C: int) -> None:
-    K = len(KINDS)
-
-    def make(name, shape, dtype, fill=0):
-        per_row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
-        rows = max(1, min(max(L, 1), (256 * 1024) // max(per_row, 1)))
-        chunks = (rows, *shape[1:]) if L and all(shape[1:]) else None
-        f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, fillvalue=fill)
-
-    make("latents", (L,), np.int64)
-    for group, n in (("top", n_top), ("random", n_random)):
-        make(f"{group}/score", (L, n), np.float32, -np.inf)
-        make(f"{group}/index", (L, n), np.int64, -1)
-        make(f"{group}/maps", (L, n, C), np.float16)
-    make("random/key", (L, n_random), np.float64, np.inf)
-    make("negatives/key", (L, n_negatives), np.float64, np.inf)
-    make("negatives/index", (L, n_negatives), np.int64, -1)
-    for key, (shape, dtype) in LatentStats.FIELDS.items():
-        make(f"stats/{key}", (L, *shape), torch.empty(0, dtype=dtype).numpy().dtype)
-    f.create_dataset("stats/tokens_total", shape=(K,), dtype=np.int64)
+    for name, (shape, dtype, fill) in _row_specs(L, n_top, n_random, n_negatives, C).items():
+        _make(f, name, shape, dtype, fill)
 
 
-def _write_rows(f: h5py.File, start: int, cache: FeatureCache, rows: slice) -> None:
-    """Write rows `rows` of `cache` at row `start` of the file."""
+def _write_rows(f: h5py.Group, start: int, cache: FeatureCache, rows: slice) -> None:
+    """Write rows `rows` of `cache` at row `start` of `f` (the file, or its journal)."""
     top, rnd, neg = cache.top, cache.random, cache.negatives
     score = top.score[rows]
     stop = start + score.shape[0]
@@ -130,44 +293,51 @@ def _write_rows(f: h5py.File, start: int, cache: FeatureCache, rows: slice) -> N
         f[f"stats/{key}"][start:stop] = np_(value[rows])
 
 
-def _write_samples(f: h5py.File, layout: MapLayout, sources: Sequence[h5py.Group], pending: list[SampleInfo]) -> None:
-    """The samples table: earlier tables (copied in blocks, padded to the current views) + `pending`."""
-    V = len(layout.views)
-    n = sum(len(s["index"]) for s in sources) + len(pending)
+SAMPLE_SHAPES = {"index": ((), np.int64), "id": ((), h5py.string_dtype()), "hash": ((), np.int64),
+                 "grid": ((2,), np.int32), "box": ((4,), np.float32)}
+
+
+def _create_samples(f: h5py.Group, V: int) -> None:
+    """The samples table: resizable, appended to at every checkpoint."""
     g = f.create_group("samples")
-    g.create_dataset("index", shape=(n,), dtype=np.int64)
-    g.create_dataset("id", shape=(n,), dtype=h5py.string_dtype())
-    g.create_dataset("hash", shape=(n,), dtype=np.int64)
-    g.create_dataset("grid", shape=(n, V, 2), dtype=np.int32)
-    g.create_dataset("box", shape=(n, V, 4), dtype=np.float32)
-    at = 0
-    for src in sources:
-        for a in range(0, len(src["index"]), SAMPLE_BLOCK):
-            b = min(a + SAMPLE_BLOCK, len(src["index"]))
-            rows = {"index": src["index"][a:b], "id": src["id"].asstr()[a:b], "hash": src["hash"][a:b],
-                    "grid": src["grid"][a:b], "box": src["box"][a:b]}
-            _put_samples(g, at, rows, V)
-            at += b - a
-    if pending:
-        grid = np.zeros((len(pending), V, 2), np.int32)
-        box = np.zeros((len(pending), V, 4), np.float32)
-        for i, s in enumerate(pending):
-            for v, view in enumerate(s.views):
-                grid[i, v] = (view.rows, view.cols)
-                box[i, v] = view.box
-        _put_samples(g, at, {"index": np.array([s.index for s in pending], np.int64),
-                             "id": np.array([s.id for s in pending], dtype=object),
-                             "hash": np.array([s.hash for s in pending], np.int64), "grid": grid, "box": box}, V)
+    for key, (tail, dtype) in SAMPLE_SHAPES.items():
+        if tail:
+            g.create_dataset(key, shape=(0, V, *tail), maxshape=(None, None, *tail), dtype=dtype,
+                             chunks=(SAMPLE_CHUNK, max(V, 1), *tail))
+        else:
+            g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(SAMPLE_CHUNK,))
 
 
-def _put_samples(g: h5py.Group, at: int, rows: dict[str, np.ndarray], V: int) -> None:
-    n = len(rows["index"])
-    g["index"][at:at + n] = rows["index"]
-    g["id"][at:at + n] = rows["id"]
-    g["hash"][at:at + n] = rows["hash"]
-    v = rows["grid"].shape[1]
-    g["grid"][at:at + n, :v] = rows["grid"]
-    g["box"][at:at + n, :v] = rows["box"]
+def _sample_columns(pending: list[SampleInfo], V: int) -> dict[str, np.ndarray]:
+    grid = np.zeros((len(pending), V, 2), np.int32)
+    box = np.zeros((len(pending), V, 4), np.float32)
+    for i, s in enumerate(pending):
+        for v, view in enumerate(s.views):
+            grid[i, v] = (view.rows, view.cols)
+            box[i, v] = view.box
+    return {"index": np.array([s.index for s in pending], np.int64), "id": np.array([s.id for s in pending], dtype=object),
+            "hash": np.array([s.hash for s in pending], np.int64), "grid": grid, "box": box}
+
+
+def _append_samples(g: h5py.Group, rows: dict[str, np.ndarray]) -> None:
+    """Append rows to the samples table (widening the per-view columns if a new view appeared)."""
+    n0, n = g["index"].shape[0], len(rows["index"])
+    if not n:
+        return
+    for key, data in rows.items():
+        ds = g[key]
+        if data.ndim > 1 and data.shape[1] > ds.shape[1]:
+            ds.resize(data.shape[1], axis=1)
+        ds.resize(n0 + n, axis=0)
+        if data.ndim > 1:
+            ds[n0:n0 + n, :data.shape[1]] = data
+        else:
+            ds[n0:n0 + n] = data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- reading state back
@@ -199,11 +369,33 @@ def check_format(f: h5py.File, path: str | Path) -> dict[str, Any]:
     return attrs
 
 
+def open_h5(path: str | Path) -> h5py.File:
+    """A features file opened for reading, checked; a truncated, garbage or mid-checkpoint file is one line."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"{str(path)!r} is not a readable HDF5 file ({_first_line(exc)}): delete it and run "
+                        f"`lmmsae cache` again") from None
+    try:
+        check_format(f, path)
+        if bool(f.attrs.get("journal", False)):
+            raise UserError(f"{str(path)!r} was interrupted mid-checkpoint: resume `lmmsae cache` to finish it")
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _committed(f: h5py.File) -> int:
+    """Rows of the samples table that belong to the checkpoint (later ones are a cut-off append)."""
+    return int(f.attrs.get("n_samples", f["samples/index"].shape[0]))
+
+
 def load_cache(path: str | Path, rows: slice = slice(None), device="cpu") -> tuple[FeatureCache, dict[str, Any]]:
     """The streaming state of rows `rows` of a features file (to resume it or merge it).
-    Samples stay on disk: the next `write_cache(..., previous=path)` copies them."""
-    with h5py.File(path, "r") as f:
-        attrs = check_format(f, path)
+    Samples stay on disk: the next checkpoint appends to them."""
+    with open_h5(path) as f:
+        attrs = read_attrs(f)
         latents = f["latents"][rows]
         cache = FeatureCache(latents, attrs["n_top"], attrs["n_random"], attrs["n_negatives"], attrs["pooling"],
                              attrs["seed"], MapLayout.from_list(attrs["layout"]), device=device)
@@ -226,7 +418,8 @@ def load_cache(path: str | Path, rows: slice = slice(None), device="cpu") -> tup
 
 # ----------------------------------------------------------------------------- merging shards
 
-MERGE_MAY_DIFFER = ("n_images", "sample_range", "layout", "lmmsae_version", "skipped")
+MERGE_MAY_DIFFER = ("n_images", "sample_range", "layout", "lmmsae_version", "skipped", "n_samples", "journal",
+                    "complete")
 
 
 def merge(paths: Sequence[str | Path], out: str | Path) -> None:
@@ -236,8 +429,9 @@ def merge(paths: Sequence[str | Path], out: str | Path) -> None:
     paths = [Path(p) for p in paths]
     if not paths:
         raise UserError("nothing to merge: no features files given")
-    files = [h5py.File(p, "r") for p in paths]
+    files = []
     try:
+        files += [open_h5(p) for p in paths]
         attrs = [check_format(f, p) for f, p in zip(files, paths)]
         for p, f, a in zip(paths[1:], files[1:], attrs[1:]):
             diff = sorted(k for k in set(a) | set(attrs[0]) if k not in MERGE_MAY_DIFFER and a.get(k) != attrs[0].get(k))
@@ -248,10 +442,10 @@ def merge(paths: Sequence[str | Path], out: str | Path) -> None:
         layout = MapLayout()
         for a in attrs:
             layout = layout.union(MapLayout.from_list(a["layout"]))
-        indices = np.concatenate([f["samples/index"][...] for f in files])
+        indices = np.concatenate([f["samples/index"][:_committed(f)] for f in files])
         if len(np.unique(indices)) != len(indices):
             raise UserError("cannot merge: the shards share samples (each sample must be cached by one shard only)")
-        first = [int(f["samples/index"][0]) if len(f["samples/index"]) else 0 for f in files]
+        first = [int(f["samples/index"][0]) if _committed(f) else 0 for f in files]
         sources = [files[i]["samples"] for i in np.argsort(first, kind="stable")]
         n_latents = len(files[0]["latents"])
         merged_attrs = {k: v for k, v in attrs[0].items() if k not in MERGE_MAY_DIFFER}
@@ -280,7 +474,15 @@ def merge(paths: Sequence[str | Path], out: str | Path) -> None:
                 result.stats, result.layout = stats, layout
                 _set_attrs(g, result, merged_attrs)
                 g["stats/tokens_total"][...] = stats.tokens_total.numpy()
-                _write_samples(g, layout, sources, [])
+                _create_samples(g, len(layout.views))
+                for src in sources:
+                    n = _committed(src.file)
+                    for a in range(0, n, SAMPLE_BLOCK):
+                        b = min(a + SAMPLE_BLOCK, n)
+                        _append_samples(g["samples"], {"index": src["index"][a:b], "id": src["id"].asstr()[a:b],
+                                                       "hash": src["hash"][a:b], "grid": src["grid"][a:b],
+                                                       "box": src["box"][a:b]})
+                g.attrs["n_samples"] = g["samples/index"].shape[0]
                 _sort_samples(g["samples"])
     finally:
         for f in files:
@@ -308,14 +510,15 @@ class FeatureStore:
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"features file {str(self.path)!r} does not exist: run `lmmsae cache` first")
-        self._f = h5py.File(self.path, "r")
-        self.attrs = check_format(self._f, self.path)
+        self._f = open_h5(self.path)
+        self.attrs = read_attrs(self._f)
         self.hookpoint: str = self.attrs.get("hookpoint", "")
         self.layout = MapLayout.from_list(self.attrs["layout"])
         self._latents = self._f["latents"][...]
         self.latents: list[int] = [int(x) for x in self._latents]
         self._row = {lat: r for r, lat in enumerate(self.latents)}
-        self._sample_index = self._f["samples/index"][...]
+        self._n_samples = _committed(self._f)
+        self._sample_index = self._f["samples/index"][:self._n_samples]
         self._sorted = bool(np.all(self._sample_index[:-1] <= self._sample_index[1:]))
         self._hashes: np.ndarray | None = None
 
@@ -331,6 +534,10 @@ class FeatureStore:
     @property
     def n_images(self) -> int:
         return int(self.attrs["n_images"])
+
+    def identity(self) -> dict[str, Any]:
+        """What produced this file (compare with lmmsae.stores.identity.check_identity)."""
+        return {key: self.attrs.get(key) for key in ("hookpoint", "model", "sae", "dataset")}
 
     @property
     def complete(self) -> bool | None:
@@ -461,7 +668,7 @@ class FeatureStore:
 
     def _hash(self, sample_index: int) -> int:
         if self._hashes is None:
-            self._hashes = self._f["samples/hash"][...]
+            self._hashes = self._f["samples/hash"][:self._n_samples]
         return int(self._hashes[self.sample_position(int(sample_index))])
 
     def _example(self, pool, i: int, dataset, render: str | None, render_options):

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from lmmsae.cache.testing import FakeAdapter, ReluSAE, RandomImages, patch_features
 from lmmsae.stages.cache import Options, cache_features
 from lmmsae.stores.features import FeatureStore, merge
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "stores"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "cache"))
+from fakes import FakeAdapter, RandomImages, ReluSAE, patch_features  # noqa: E402
 from test_features import assert_same_file  # noqa: E402
 
 OPTS = dict(n_top=6, n_random=4, n_negatives=3, batch_size=8)

@@ -1,23 +1,21 @@
-"""A tiny random ReLU SAE with the binding SAE interface (encode, decode, cfg), for steering tests."""
+"""A tiny random ReLU SAE on the real SAE interface, for steering tests."""
 
 import torch
 
+from lmmsae.saes.base import SAE
 
-class TinySAE(torch.nn.Module):
+
+class TinySAE(SAE):
+    architecture = "relu"
+
     def __init__(self, d: int = 8, n: int = 32, seed: int = 0):
-        super().__init__()
+        super().__init__(d, SAE.Options(n_latents=n, normalize_decoder=False))
         g = torch.Generator().manual_seed(seed)
-        self.W_enc = torch.nn.Parameter(torch.randn(d, n, generator=g) / d ** 0.5)
-        self.b_enc = torch.nn.Parameter(torch.randn(n, generator=g) * 0.1)
-        self.W_dec = torch.nn.Parameter(torch.randn(n, d, generator=g) / n ** 0.5)
-        self.b_dec = torch.nn.Parameter(torch.randn(d, generator=g) * 0.1)
-        self.cfg = {"architecture": "relu", "d_in": d, "n_latents": n}
+        with torch.no_grad():
+            self.encoder.weight.copy_((torch.randn(d, n, generator=g) / d ** 0.5).T)
+            self.encoder.bias.copy_(torch.randn(n, generator=g) * 0.1)
+            self.W_dec.copy_(torch.randn(n, d, generator=g) / n ** 0.5)
+            self.b_dec.copy_(torch.randn(d, generator=g) * 0.1)
 
-    def encode(self, x):
-        return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
-
-    def decode(self, z):
-        return z @ self.W_dec + self.b_dec
-
-    def forward(self, x):
-        return self.decode(self.encode(x))
+    def activation(self, pre):
+        return torch.relu(pre)

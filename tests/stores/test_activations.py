@@ -105,3 +105,32 @@ def test_iter_batches_shuffled_covers_every_row_once(tmp_path):
     image_only = torch.cat(list(r.iter_batches("h", 5, kinds=["image"])))
     assert len(image_only) == r.n_tokens_of(["image"]) == 66
     assert len(list(r.iter_batches("h", 8, drop_last=True))) == 99 // 8
+
+
+def test_nan_rows_are_refused_naming_the_file_and_rows(tmp_path):
+    p = tmp_path / "a.h5"
+    write(p, [(0, 5)])
+    with ActivationWriter(p, {"h": 4}, "float32", IDENTITY) as w:
+        w.finish()
+    import h5py
+
+    with h5py.File(p, "a") as f:  # what random bytes over the data give: NaN / Inf rows
+        f["h/acts"][4, 1] = np.nan
+        f["h/acts"][9, 0] = np.inf
+    r = ActivationReader(p)
+    with pytest.raises(UserError, match=r"a\.h5: 2 row\(s\) of h hold NaN or Inf \(rows 4\.\.9\)"):
+        list(r.iter_batches("h", 4))
+
+
+def test_identity_is_exposed_and_checked(tmp_path):
+    from lmmsae.stores.identity import check_identity
+
+    p = tmp_path / "a.h5"
+    write(p, [(0, 2)])
+    with ActivationWriter(p, {"h": 4}, "float32", IDENTITY) as w:
+        w.finish()
+    r = ActivationReader(p)
+    assert r.identity() == {**IDENTITY, "hookpoints": ["h"], "dtype": "float32"}
+    check_identity({"model": {"checkpoint": "x"}, "hookpoints": ["h"]}, r.identity(), p)
+    with pytest.raises(UserError, match=r"model\.checkpoint: file has \"x\", this run has \"y\""):
+        check_identity({"model": {"checkpoint": "y"}}, r.identity(), p)

@@ -1,3 +1,6 @@
+import sys
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -5,9 +8,11 @@ import torch
 
 from lmmsae.cache.layout import MapLayout, ViewGeometry
 from lmmsae.cache.state import FeatureCache, ImageBatch, SampleInfo
-from lmmsae.cache.testing import RandomImages
 from lmmsae.errors import UserError
 from lmmsae.stores.features import SCHEMA_VERSION, FeatureStore, load_cache, merge, write_cache
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "cache"))
+from fakes import RandomImages  # noqa: E402
 
 L = 10
 LAYOUT = MapLayout(((2, 2),))
@@ -28,8 +33,8 @@ def build(path, n_images=40, start=0, checkpoint=None, **kw):
     for i, b in enumerate(batches(n_images, start=start)):
         cache.add(b)
         if checkpoint and i % checkpoint == 0:
-            write_cache(cache, path, {"hookpoint": "h"}, previous=path)
-    write_cache(cache, path, {"hookpoint": "h", "sample_range": [start, start + n_images]}, previous=path)
+            write_cache(cache, path, {"hookpoint": "h"})
+    write_cache(cache, path, {"hookpoint": "h", "sample_range": [start, start + n_images], "complete": True})
     return cache
 
 
@@ -77,7 +82,7 @@ def test_merge_of_shards_equals_one_file(tmp_path):
             keep = [i for i, s in enumerate(b.samples) if start <= s.index < start + n]
             if keep:
                 cache.add(ImageBatch([b.samples[i] for i in keep], b.maps[keep], LAYOUT))
-        write_cache(cache, tmp_path / name, {"hookpoint": "h", "sample_range": [start, start + n]})
+        write_cache(cache, tmp_path / name, {"hookpoint": "h", "sample_range": [start, start + n], "complete": True})
         parts.append(tmp_path / name)
     merge(parts, tmp_path / "merged.h5")
     assert_same_file(tmp_path / "one.h5", tmp_path / "merged.h5")
@@ -126,3 +131,105 @@ def test_store_rejects_other_files(tmp_path):
         FeatureStore(tmp_path / "x.h5")
     with pytest.raises(UserError, match="does not exist"):
         FeatureStore(tmp_path / "missing.h5")
+
+
+def test_checkpoints_append_samples_and_never_rewrite_them(tmp_path, monkeypatch):
+    """Each checkpoint writes only its new images to the samples table (rows n0..n0+k)."""
+    written = []
+    original = h5py.Dataset.__setitem__
+
+    def spy(self, key, value):
+        if self.name.startswith("/samples/"):
+            written.append((self.name, key[0] if isinstance(key, tuple) else key))
+        return original(self, key, value)
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", spy)
+    build(tmp_path / "f.h5", n_images=40, checkpoint=1)
+    index_writes = [k for name, k in written if name == "/samples/index"]
+    assert [(k.start, k.stop) for k in index_writes] == [(a, min(a + 6, 40)) for a in range(0, 40, 6)]
+    with FeatureStore(tmp_path / "f.h5") as store:
+        assert store._sample_index.tolist() == list(range(40))
+
+
+def test_a_kill_mid_checkpoint_keeps_the_last_checkpoint_or_replays_the_committed_one(tmp_path, monkeypatch):
+    from lmmsae.stores import features
+
+    want = tmp_path / "whole.h5"
+    build(want, n_images=40)
+    path = tmp_path / "f.h5"
+    cache = FeatureCache(range(L), n_top=6, n_random=4, n_negatives=3)
+    all_batches = list(batches(40))
+    for b in all_batches[:3]:
+        cache.add(b)
+    write_cache(cache, path, {"hookpoint": "h"})
+    for b in all_batches[3:]:
+        cache.add(b)
+    # killed after the journal was committed, before it was copied: readers refuse, a writer replays it
+    monkeypatch.setattr(features.FeatureWriter, "_apply", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(cache, path, {"hookpoint": "h", "sample_range": [0, 40], "complete": True})
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="mid-checkpoint"):
+        FeatureStore(path)
+    features.FeatureWriter(path).close()
+    loaded, attrs = load_cache(path)
+    assert attrs["n_images"] == 40 and attrs["n_samples"] == 40
+    with h5py.File(path, "a") as f:
+        del f["journal"]
+    assert_same_file(want, path)
+
+
+def test_a_kill_before_the_commit_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "f.h5"
+    cache = FeatureCache(range(L), n_top=6, n_random=4, n_negatives=3)
+    all_batches = list(batches(40))
+    for b in all_batches[:3]:
+        cache.add(b)
+    write_cache(cache, path, {"hookpoint": "h"})
+    before, _ = load_cache(path)
+    for b in all_batches[3:]:
+        cache.add(b)
+    original = h5py.File.flush
+    monkeypatch.setattr(h5py.File, "flush", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(cache, path, {"hookpoint": "h"})
+    monkeypatch.setattr(h5py.File, "flush", original)
+    loaded, attrs = load_cache(path)
+    assert attrs["n_images"] == 18 and torch.equal(loaded.top.index, before.top.index)
+    with FeatureStore(path) as store:
+        assert store._sample_index.tolist() == list(range(18))
+
+
+def test_truncated_or_garbage_features_file_is_one_line(tmp_path):
+    build(tmp_path / "f.h5")
+    data = (tmp_path / "f.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.h5").write_bytes(np.random.default_rng(0).bytes(4096))
+    for name in ("cut.h5", "junk.h5"):
+        with pytest.raises(UserError, match="not a readable HDF5 file") as err:
+            FeatureStore(tmp_path / name)
+        assert "\n" not in str(err.value)
+        with pytest.raises(UserError, match="not a readable HDF5 file"):
+            load_cache(tmp_path / name)
+
+
+def test_a_features_file_of_another_sae_is_refused(tmp_path):
+    """A features.h5 cached with a 128-latent SAE, copied into a run whose SAE has 256 latents."""
+    from lmmsae.saes.topk import TopKSAE
+    from lmmsae.stores.identity import check_identity, sae_identity
+
+    small = TopKSAE(16, TopKSAE.Options(n_latents=128, k=4))
+    big = TopKSAE(16, TopKSAE.Options(n_latents=256, k=4))
+    cache = FeatureCache(range(L), n_top=6, n_random=4, n_negatives=3)
+    for b in batches(12):
+        cache.add(b)
+    write_cache(cache, tmp_path / "f.h5", {"hookpoint": "h", "model": {"checkpoint": "toy"},
+                                           "sae": {"path": "/elsewhere/sae", "cfg": small.cfg}})
+    with FeatureStore(tmp_path / "f.h5") as store:
+        found = store.identity()
+        check_identity({"hookpoint": "h", "sae": sae_identity(small)}, found, store.path)  # its own SAE: fine
+        with pytest.raises(UserError, match=r"sae\.cfg\.n_latents: file has 128, this run has 256") as err:
+            check_identity({"hookpoint": "h", "sae": sae_identity(big)}, found, store.path)
+        assert str(tmp_path / "f.h5") in str(err.value) and "\n" not in str(err.value)
+        with pytest.raises(UserError, match="hookpoint: file has \"h\", this run has \"other\""):
+            check_identity({"hookpoint": "other"}, found, store.path)

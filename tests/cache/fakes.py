@@ -1,6 +1,7 @@
-"""Deterministic stand-ins for a model adapter, an SAE and a dataset, for the cache's tests and
-benchmarks: each image token's activation is a fixed function of its own patch's pixels, so maps can
-be recomputed exactly from the image alone."""
+"""Deterministic stand-ins for a model adapter, an SAE and a dataset, for the cache's tests: each
+image token's activation is a fixed function of its own patch's pixels, so maps can be recomputed
+exactly from the image alone. They subclass the real interfaces, so what the cache asks of them is
+what it may ask of any adapter and SAE."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 from PIL import Image
 
 from lmmsae.datasets.base import Dataset, Sample
-from lmmsae.models.base import Batch, TokenKind, TokenMap
+from lmmsae.models.base import Batch, ModelAdapter, TokenKind, TokenMap
+from lmmsae.saes.base import SAE
 
 D_MODEL = 8
 
@@ -25,22 +27,40 @@ def patch_features(image: Image.Image, box: tuple[float, float, float, float]) -
     return np.array([r, g, b, r - g, g - b, b - r, px.std() if len(px) else 0.0, 1.0], np.float32)
 
 
-class FakeAdapter:
+class FakeAdapter(ModelAdapter):
     """Sequence per sample: BOS, the base view's grid x grid patches, optional tiles (view 1, a 2 x cols
     grid over the whole image, cols = 2 for tall or square images and 3 for wide ones), one text token,
-    right padding. Only `prepare`, `forward`, `identity` and `device` are provided."""
+    right padding. Every hookpoint gives the same D_MODEL-wide features; there is no language model,
+    so logits, interventions and generation are not offered."""
 
     device = torch.device("cpu")
 
     def __init__(self, grid: int = 4, tiles: bool = False):
+        super().__init__(ModelAdapter.Options(checkpoint="fake"))
         self.grid, self.tiles = grid, tiles
         self.forward_calls = 0
 
     def identity(self) -> dict:
         return {"adapter": "fake", "grid": self.grid, "tiles": self.tiles}
 
+    @classmethod
+    def list_hookpoints(cls, options) -> list[str]:
+        return ["h"]
+
     def resolve_hookpoints(self, patterns):
         return list(patterns)
+
+    def d_model(self, hookpoint: str) -> int:
+        return D_MODEL
+
+    def logits(self, batch, grad=False):
+        raise NotImplementedError("the fake adapter has no language model")
+
+    def intervene(self, hookpoint, edit, token_kinds=None, prefill_only=False):
+        raise NotImplementedError("the fake adapter has no language model")
+
+    def generate(self, batch, max_new_tokens=32, **kwargs):
+        raise NotImplementedError("the fake adapter has no language model")
 
     def _views(self, image: Image.Image) -> list[tuple[int, int, tuple[float, float, float, float]]]:
         w, h = image.size
@@ -79,18 +99,22 @@ class FakeAdapter:
         return {hp: batch.inputs["feats"] for hp in hookpoints}
 
 
-class ReluSAE(torch.nn.Module):
-    """A random ReLU SAE (encode = relu(x W + b)) with the binding `cfg` and `encode`."""
+class ReluSAE(SAE):
+    """A random ReLU SAE: encode = relu((x - b_dec) W_enc^T + b_enc) with b_dec = 0 and a negative
+    bias, so latents are sparse on the fake features."""
+
+    architecture = "relu"
 
     def __init__(self, d_in: int = D_MODEL, n_latents: int = 64, seed: int = 0, bias: float = -0.3):
-        super().__init__()
+        super().__init__(d_in, SAE.Options(n_latents=n_latents, normalize_decoder=False))
         g = torch.Generator().manual_seed(seed)
-        self.W_enc = torch.nn.Parameter(torch.randn(d_in, n_latents, generator=g))
-        self.b_enc = torch.nn.Parameter(torch.full((n_latents,), bias) + 0.1 * torch.randn(n_latents, generator=g))
-        self.cfg = {"architecture": "relu", "d_in": d_in, "n_latents": n_latents}
+        with torch.no_grad():
+            self.encoder.weight.copy_(torch.randn(d_in, n_latents, generator=g).T)
+            self.encoder.bias.copy_(torch.full((n_latents,), bias) + 0.1 * torch.randn(n_latents, generator=g))
+        self.eval()
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x @ self.W_enc + self.b_enc)
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        return torch.relu(pre)
 
 
 class RandomImages(Dataset):
