@@ -1,15 +1,15 @@
-"""One --seed sets every random generator the stages use."""
+"""One --seed sets every random generator the stages use.
+
+(Not PYTHONHASHSEED: it is read once, when the interpreter starts; nothing here depends on str hashes.)"""
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
     try:
         import numpy as np
 

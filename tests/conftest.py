@@ -19,3 +19,12 @@ def external_plugins(monkeypatch):
     plugins.reset()
     yield
     plugins.reset()
+
+
+@pytest.fixture
+def toy_weights():
+    """The shipped toy-world weights are core data: a test needing them fails without them, never skips."""
+    from lmmsae import toyworld
+
+    assert toyworld.weights_available(), (f"the toy-world weights are missing from {toyworld.WEIGHTS_DIR}: "
+                                          f"reinstall lmmsae, or rebuild them with python -m lmmsae.toyworld.train")

@@ -1,16 +1,17 @@
 """`lmmsae run` end to end on the shipped toy world (small): every stage's artifact, resume, reproduce."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from lmmsae import artifacts, toyworld
+from lmmsae import artifacts
 from lmmsae.cli import cli
 from lmmsae.rundir import RunDir
 
-pytestmark = pytest.mark.skipif(not toyworld.weights_available(), reason="toy weights not shipped")
+pytestmark = pytest.mark.usefixtures("toy_weights")  # core data: fail, never skip, without it
 
 SMALL = ["-o", "dataset.n=200", "-o", "sae.n_latents=512", "-o", "sae.k=16", "-o", "explain.n_features=12",
          "-o", "collect.batch_size=32"]
@@ -38,7 +39,11 @@ def test_run_resume_and_reproduce(tmp_path):
     summary = json.loads((run / artifacts.SUMMARY).read_text())
     for scorer in ("clip", "iou"):
         overall = summary["scores"][scorer]["toy-llava"]["all"]
-        assert overall["n"] > 0 and overall["baseline_mean"] >= 0
+        records = [json.loads(x) for x in (run / "scores" / scorer / "toy-llava.jsonl").read_text().splitlines()]
+        baselines = [r["baseline_mean"] for r in records if r.get("status") == "ok" and r.get("score") is not None]
+        assert overall["n"] == len(baselines) > 0 and all(math.isfinite(b) and b >= 0 for b in baselines)
+        assert overall["baseline_mean"] == pytest.approx(sum(baselines) / len(baselines))
+        assert overall["baseline_mean"] > (1.0 if scorer == "clip" else 0.0)  # random images do score
         assert overall["delta"] == pytest.approx(overall["mean"] - overall["baseline_mean"])
     sae_metrics = summary["sae"]["model.language_model.layers.2"]["evaluation"]
     assert 0 < sae_metrics["fvu"]["value"] < 1 and sae_metrics["l0"]["value"] == pytest.approx(16)

@@ -143,10 +143,6 @@ def _signed(c: int) -> int:
     return c - (1 << 64) if c >= 1 << 63 else c
 
 
-def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
-    return (x >> k) & ((1 << (64 - k)) - 1)
-
-
 def _mix(x: torch.Tensor) -> torch.Tensor:
     """splitmix64's finaliser on int64 tensors (wrapping arithmetic)."""
     return _mix_(x.clone())

@@ -116,14 +116,9 @@ class LocalExplainer(Explainer):
         self.device = device
 
     def checkpoint_path(self) -> str:
-        if self.options.checkpoint == TOY_CHECKPOINT:
-            from lmmsae.toyworld import LLAVA_DIR
+        from lmmsae.models.hf import resolve_checkpoint  # one resolution of "toy" for models and explainers
 
-            if not (LLAVA_DIR / "config.json").is_file():
-                raise UserError(f"the toy LLaVA weights are missing from {LLAVA_DIR}: "
-                                "train them with python -m lmmsae.toyworld.train")
-            return str(LLAVA_DIR)
-        return self.options.checkpoint
+        return resolve_checkpoint(self.options.checkpoint)
 
     def model_identity(self) -> dict[str, Any]:
         o = self.options

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmmsae.errors import UserError
 from lmmsae.models.llava_next import LlavaNextAdapter
 
 
@@ -22,4 +23,8 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
 
     def _max_tiles(self) -> int:
         aspect = getattr(self.config, "vision_aspect_ratio", None) or "anyres_max_9"
-        return int(aspect.strip("anyres_max_"))
+        tiles = aspect.removeprefix("anyres_max_")
+        if tiles == aspect or not tiles.isdigit():
+            raise UserError(f"vision_aspect_ratio {aspect!r} of this checkpoint is not anyres_max_<N>: "
+                            f"lmmsae's llava-ov adapter reads only that form")
+        return int(tiles)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 from records import make_records  # noqa: E402
 from lmmsae.errors import UserError  # noqa: E402

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lmmsae.toyworld import LLAVA_DIR
 
-pytestmark = pytest.mark.skipif(not (LLAVA_DIR / "config.json").is_file(), reason="toy LLaVA weights not shipped yet")
+pytestmark = pytest.mark.usefixtures("toy_weights")  # core data: fail, never skip, without it
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "stages"))
 

@@ -165,11 +165,7 @@ def test_unloadable_checkpoints_say_so(llava_path, tmp_path, monkeypatch):
         LlavaNextAdapter(LlavaNextAdapter.Options(checkpoint=str(llava_path)))
 
 
-def test_toy_llava():
-    from lmmsae import toyworld
-
-    if not (toyworld.LLAVA_DIR / "model.safetensors").is_file():
-        pytest.skip(f"toy LLaVA weights not yet in {toyworld.LLAVA_DIR}")
+def test_toy_llava(toy_weights):
     from lmmsae.datasets.shapes import ShapesDataset
     from lmmsae.models import load_adapter
 
@@ -182,3 +178,28 @@ def test_toy_llava():
     assert adapter.resolve_hookpoints(["layers.2"]) == ["model.language_model.layers.2"]
     captions = adapter.generate(batch, max_new_tokens=40)
     assert sum(c == ds.sample(i).truth["caption"] for i, c in enumerate(captions)) >= 3
+
+
+@pytest.mark.parametrize("aspect,tiles", [("anyres_max_9", 9), ("anyres_max_12", 12), (None, 9)])
+def test_onevision_max_tiles_reads_anyres_max_n(aspect, tiles):
+    from types import SimpleNamespace
+
+    from lmmsae.models.llava_ov import LlavaOnevisionAdapter
+
+    adapter = LlavaOnevisionAdapter.__new__(LlavaOnevisionAdapter)
+    adapter.config = SimpleNamespace(vision_aspect_ratio=aspect)
+    assert adapter._max_tiles() == tiles
+
+
+@pytest.mark.parametrize("aspect", ["max_9", "anyres", "anyres_max_", "9"])
+def test_onevision_other_aspect_ratios_are_refused(aspect):
+    """str.strip("anyres_max_") removed a set of characters: "max_9" and "9" were read as 9 tiles."""
+    from types import SimpleNamespace
+
+    from lmmsae.errors import UserError
+    from lmmsae.models.llava_ov import LlavaOnevisionAdapter
+
+    adapter = LlavaOnevisionAdapter.__new__(LlavaOnevisionAdapter)
+    adapter.config = SimpleNamespace(vision_aspect_ratio=aspect)
+    with pytest.raises(UserError, match="not anyres_max_<N>"):
+        adapter._max_tiles()

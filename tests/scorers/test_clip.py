@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from lmmsae import toyworld
 from lmmsae.records import Explanation, FeatureExample, FeatureRecord
 from lmmsae.scorers.base import ScoringContext
 from lmmsae.scorers.clip import ClipScorer, clip_scores
@@ -71,7 +70,7 @@ def test_unknown_open_clip_model_is_a_user_error(shapes):
         scorer.score(record_for(shapes, [0], lambda o: True), explanation("red"), ScoringContext(shapes))
 
 
-@pytest.mark.skipif(not toyworld.weights_available(), reason="toy CLIP weights not shipped yet")
+@pytest.mark.usefixtures("toy_weights")
 def test_toy_clip_prefers_true_explanations_to_wrong_ones_and_to_the_baseline():
     """Colour + shape labels: the tiny CLIP was trained on whole captions, so a single colour word
     is out of its distribution (measured: "green" scores below the random baseline), and a single

@@ -1,16 +1,14 @@
 """Science on the trained toy LLaVA: a ground-truth 'red' SAE feature, clamped, makes the model say
 'red'; attribution of a colour answer finds a feature that fires on the named object.
 
-Needs the shipped toy weights (lmmsae/toyworld/weights/llava); skipped until they exist.
+Needs the shipped toy weights (lmmsae/toyworld/weights/llava); fails without them.
 Rates are printed (pytest -s) as well as asserted.
 """
 
 import pytest
 
-from lmmsae.toyworld import LLAVA_DIR
 
-pytestmark = pytest.mark.skipif(not (LLAVA_DIR / "config.json").is_file(),
-                                reason="toy LLaVA weights not trained yet (lmmsae/toyworld/weights/llava)")
+pytestmark = pytest.mark.usefixtures("toy_weights")  # core data: fail, never skip, without it
 
 HOOK = "layers.1"
 N_TRAIN = 300

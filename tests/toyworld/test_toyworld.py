@@ -11,10 +11,7 @@ from lmmsae import toyworld
 from lmmsae.datasets.shapes import ShapesDataset, describe_object, object_view, question_for
 from lmmsae.toyworld.vocab import VOCAB
 
-needs_weights = pytest.mark.skipif(
-    not toyworld.weights_available(),
-    reason="toy world weights not built yet: run python -m lmmsae.toyworld.train --seed 0",
-)
+needs_weights = pytest.mark.usefixtures("toy_weights")  # fails (never skips) when they are missing
 
 
 @pytest.fixture(scope="module")
