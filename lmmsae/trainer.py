@@ -26,20 +26,10 @@ from torch import Tensor
 
 from lmmsae.atomic import atomic_write_text
 from lmmsae.errors import UserError
+from lmmsae.jsonfile import read_json
 from lmmsae.saes.base import SAE, BatchContext
 from lmmsae.saes.init import expected_norm_scale, init_b_dec
-
-
-@dataclass
-class TrainerOptions:
-    lr: float = 0.0                    # 0: 2e-4 / sqrt(n_latents / 2^14) per SAE (Adam)
-    warmup_steps: int = 1000
-    grad_clip: float = 1.0             # 0 disables clipping
-    betas: tuple[float, float] = (0.9, 0.999)
-    dead_window_tokens: int = 10_000_000  # a latent is dead after this many tokens without firing
-    normalize_inputs: bool = False     # scale inputs to E||x||^2 = d_in; folded into the saved weights
-    mixed_precision: bool = True       # bf16 autocast on CUDA; no effect on CPU
-    log_every: int = 50
+from lmmsae.trainer_options import TrainerOptions
 
 
 def default_lr(n_latents: int) -> float:
@@ -58,6 +48,7 @@ class Entry:
     optimizer: torch.optim.Optimizer | None = None
     tokens_since_fired: Tensor | None = None
     input_scale: float = 1.0
+    normalize_inputs: bool | None = None  # scale inputs to E||x||^2 = d_in; None: TrainerOptions'
     initialised: bool = False
     last: dict[str, float] = field(default_factory=dict)
 
@@ -172,7 +163,8 @@ class Trainer:
         dist = _dist()
         if dist:
             x = _all_gather_rows(x, dist)
-        if self.options.normalize_inputs:
+        normalize = self.options.normalize_inputs if entry.normalize_inputs is None else entry.normalize_inputs
+        if normalize:
             entry.input_scale = expected_norm_scale(x)
         init_b_dec(sae, x * entry.input_scale)
         if dist:
@@ -306,7 +298,10 @@ class Trainer:
             latest = Path(root_for(entry)) / "latest.json"
             if not latest.is_file():
                 return False
-            folders[entry.name] = latest.parent / json.loads(latest.read_text())["folder"]
+            pointer = read_json(latest)
+            if not isinstance(pointer.get("folder"), str):
+                raise UserError(f"{latest} names no checkpoint folder: delete the checkpoints/ folder to restart training")
+            folders[entry.name] = latest.parent / pointer["folder"]
         steps = set()
         for entry in self.entries:
             steps.add(self._read_entry(entry, folders[entry.name]))

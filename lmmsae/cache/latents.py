@@ -15,8 +15,14 @@ def parse_latents(spec, n_latents: int) -> list[int]:
     or the path of a file (JSON list, or ids / ranges separated by whitespace, commas or newlines)."""
     if spec is None or spec == "all" or spec == []:
         return list(range(n_latents))
+    source = ""
     if isinstance(spec, str) and Path(spec).is_file():
-        text = Path(spec).read_text()
+        source = f" in {spec}"
+        try:
+            text = Path(spec).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise UserError(f"cannot read the latents file {spec} ({type(exc).__name__}): it must be text, a JSON "
+                            f"list or ids / ranges separated by commas or whitespace") from None
         try:
             spec = json.loads(text)
         except ValueError:
@@ -25,7 +31,7 @@ def parse_latents(spec, n_latents: int) -> list[int]:
     parts = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
     out: set[int] = set()
     for part in parts:
-        out.update(_part(part, n_latents))
+        out.update(_part(part, n_latents, source))
     bad = sorted(i for i in out if not 0 <= i < n_latents)
     if bad:
         raise UserError(f"latent {bad[0]} is out of range: the SAE has {n_latents} latents (0..{n_latents - 1})")
@@ -34,7 +40,7 @@ def parse_latents(spec, n_latents: int) -> list[int]:
     return sorted(out)
 
 
-def _part(part, n_latents: int) -> range | list[int]:
+def _part(part, n_latents: int, source: str = "") -> range | list[int]:
     text = str(part).strip()
     try:
         if ":" in text:
@@ -42,4 +48,4 @@ def _part(part, n_latents: int) -> range | list[int]:
             return range(int(a) if a else 0, int(b) if b else n_latents)
         return [int(text)]
     except ValueError:
-        raise UserError(f"cannot read latents {text!r}: use all, start:stop, a list of ids, or a file of ids") from None
+        raise UserError(f"cannot read latents {text!r}{source}: use all, start:stop, a list of ids, or a file of ids") from None

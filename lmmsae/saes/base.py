@@ -47,6 +47,7 @@ class SAE(nn.Module):
 
     architecture: ClassVar[str] = ""
     default_normalize_decoder: ClassVar[bool] = True
+    normalize_inputs_by_default: ClassVar[bool] = False  # train on inputs scaled to E||x||^2 = d_in
 
     @dataclass
     class Options:
@@ -55,12 +56,17 @@ class SAE(nn.Module):
         normalize_decoder: bool | None = None  # None: the architecture's default
         init_b_dec: str = "geometric_median"   # geometric_median, mean or zeros
 
+        def __post_init__(self):
+            """Checked when the config is read, so a bad value fails before any stage runs."""
+            require(self, n_latents=(self.n_latents >= 0, ">= 1 (or 0: expansion_factor x d_in)"),
+                    expansion_factor=(self.expansion_factor >= 1, ">= 1"),
+                    init_b_dec=(self.init_b_dec in ("geometric_median", "mean", "zeros"),
+                                "geometric_median, mean or zeros"))
+
     def __init__(self, d_in: int, options: Any = None, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32):
         super().__init__()
         self.options = options if options is not None else self.Options()
-        if self.options.init_b_dec not in ("geometric_median", "mean", "zeros"):
-            raise UserError(f"init_b_dec={self.options.init_b_dec!r}: use geometric_median, mean or zeros")
         self.d_in = int(d_in)
         self.n_latents = int(self.options.n_latents or self.d_in * self.options.expansion_factor)
         if self.n_latents <= 0 or self.d_in <= 0:
@@ -240,6 +246,13 @@ def _row_dots(a: Tensor, b: Tensor, rows: int = 512) -> Tensor:
     for start in range(0, a.shape[0], rows):
         torch.sum(a[start:start + rows] * b[start:start + rows], dim=1, out=out[start:start + rows])
     return out
+
+
+def require(options: Any, **conditions: tuple[bool, str]) -> None:
+    """One line naming the first option whose condition is false: name=(condition, what it must be)."""
+    for name, (ok, must) in conditions.items():
+        if not ok:
+            raise UserError(f"sae.{name}={getattr(options, name)!r}: it must be {must}")
 
 
 def check_d_in(sae: SAE, hookpoint: str, d_model: int) -> None:

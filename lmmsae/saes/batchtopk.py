@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lmmsae.saes.base import SAE, BatchContext, LossOutput
+from lmmsae.saes.base import SAE, BatchContext, LossOutput, require
 from lmmsae.saes.jumprelu import JumpReLUSAE
 
 
@@ -21,6 +21,11 @@ class BatchTopKSAE(SAE):
     class Options(SAE.Options):
         k: int = 32                     # mean active latents per token
         threshold_momentum: float = 0.01
+
+        def __post_init__(self):
+            super().__post_init__()
+            require(self, k=(self.k >= 1 and (not self.n_latents or self.k <= self.n_latents), "in 1..n_latents"),
+                    threshold_momentum=(0 < self.threshold_momentum <= 1, "in (0, 1]"))
 
     def __init__(self, d_in: int, options=None, **kw):
         super().__init__(d_in, options, **kw)

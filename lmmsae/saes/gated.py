@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lmmsae.saes.base import SAE, BatchContext, LossOutput
+from lmmsae.saes.base import SAE, BatchContext, LossOutput, require
 from lmmsae.saes.relu import input_rms
 
 
@@ -21,6 +21,10 @@ class GatedSAE(SAE):
     @dataclass
     class Options(SAE.Options):
         l1_coefficient: float = 0.5  # penalty = coef * mean_t sum_i relu(pi_gate_i) ||W_dec_i|| / rms(x)
+
+        def __post_init__(self):
+            super().__post_init__()
+            require(self, l1_coefficient=(self.l1_coefficient >= 0, ">= 0"))
 
     def __init__(self, d_in: int, options=None, **kw):
         super().__init__(d_in, options, **kw)

@@ -21,9 +21,11 @@ from torch import Tensor
 from lmmsae import artifacts
 from lmmsae.atomic import atomic_path, atomic_write_text
 from lmmsae.errors import UserError
+from lmmsae.jsonfile import read_json
 from lmmsae.saes.base import SAE
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 SAELENS_ARCHITECTURES = {"standard": "relu", "relu": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
 
 
@@ -63,6 +65,10 @@ def load_sae(directory: str | Path, device: str | torch.device = "cpu", dtype: t
         cfg, tensors = from_saelens(cfg, tensors, directory)
         architecture = cfg["architecture"]
     else:
+        pickled = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickled:
+            raise UserError(f"{directory} holds {pickled[0]}, a pickle checkpoint: lmmsae loads only safetensors "
+                            f"(a pickle can run code); save the tensors with safetensors as {artifacts.SAE_WEIGHTS}")
         raise UserError(f"{directory} has cfg.json but no {artifacts.SAE_WEIGHTS} (or SAELens {SAELENS_WEIGHTS})")
     cls = _architecture_class(architecture, directory)
     if "d_in" not in cfg:
@@ -86,13 +92,7 @@ def read_cfg(directory: Path) -> dict[str, Any]:
         raise UserError(f"SAE folder {str(directory)!r} does not exist")
     if not path.is_file():
         raise UserError(f"{directory} is not an SAE checkpoint: it has no {artifacts.SAE_CFG}")
-    try:
-        cfg = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is corrupt (not valid JSON: {exc})") from None
-    if not isinstance(cfg, dict):
-        raise UserError(f"{path} must hold a JSON object")
-    return cfg
+    return read_json(path)
 
 
 def _read_tensors(path: Path) -> dict[str, Tensor]:
@@ -103,7 +103,17 @@ def _read_tensors(path: Path) -> dict[str, Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if _is_pickle(path):
+            raise UserError(f"{path} is a pickle (torch.save), not safetensors: lmmsae never loads pickles (they can "
+                            f"run code); save the tensors with safetensors") from None
         raise UserError(f"{path} is corrupt or truncated ({first}); re-train or re-download it") from None
+
+
+def _is_pickle(path: Path) -> bool:
+    """torch.save writes a zip archive (new format) or a raw pickle stream (protocol 2+: 0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _architecture_class(architecture: str, directory: Path) -> type[SAE]:

@@ -1,16 +1,18 @@
 """JumpReLU SAE (Rajamanoharan et al. 2024): z = pre * H(pre - threshold), with a per-latent
 threshold learnt through straight-through estimators (rectangle kernel of width `bandwidth`)
-and an L0 penalty. Thresholds are stored as `threshold` in the checkpoint, as SAELens does."""
+and an L0 penalty. The parameter is the threshold itself (kept positive after each step), stored as
+`threshold` as SAELens does: saving and loading copy it bit for bit, with no exp/log on the way."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from lmmsae.saes.base import SAE, BatchContext, LossOutput
+from lmmsae.saes.base import SAE, BatchContext, LossOutput, require
+
+MIN_THRESHOLD = 1e-6
 
 
 def _kernel(u: Tensor) -> Tensor:
@@ -50,6 +52,7 @@ class _Step(torch.autograd.Function):
 
 class JumpReLUSAE(SAE):
     architecture = "jumprelu"
+    normalize_inputs_by_default = True  # its thresholds and L0 coefficient assume unit-scale inputs
 
     @dataclass
     class Options(SAE.Options):
@@ -57,36 +60,29 @@ class JumpReLUSAE(SAE):
         bandwidth: float = 0.1         # straight-through kernel width, in pre-activation units
         threshold_init: float = 0.5
 
+        def __post_init__(self):
+            super().__post_init__()
+            require(self, l0_coefficient=(self.l0_coefficient >= 0, ">= 0"), bandwidth=(self.bandwidth > 0, "> 0"),
+                    threshold_init=(self.threshold_init > 0, "> 0"))
+
     def __init__(self, d_in: int, options=None, **kw):
         super().__init__(d_in, options, **kw)
-        init = math.log(max(self.options.threshold_init, 1e-12))
-        self.log_threshold = nn.Parameter(torch.full((self.n_latents,), init, device=self.device, dtype=self.dtype))
-
-    @property
-    def threshold(self) -> Tensor:
-        return self.log_threshold.exp()
+        self.threshold = nn.Parameter(torch.full((self.n_latents,), float(self.options.threshold_init),
+                                                 device=self.device, dtype=self.dtype))
 
     def activation(self, pre: Tensor) -> Tensor:
         return pre * (pre > self.threshold)
 
     def training_loss(self, x: Tensor, batch: BatchContext) -> LossOutput:
         pre = self.pre_acts(x)
-        threshold = self.threshold
-        z = _JumpReLU.apply(pre, threshold, self.options.bandwidth)
+        z = _JumpReLU.apply(pre, self.threshold, self.options.bandwidth)
         x_hat = self.decode(z)
         fvu = (x_hat - x).pow(2).sum() / batch.total_variance
-        l0 = _Step.apply(pre, threshold, self.options.bandwidth).sum() / batch.n_tokens_global
+        l0 = _Step.apply(pre, self.threshold, self.options.bandwidth).sum() / batch.n_tokens_global
         loss = fvu + self.options.l0_coefficient * l0
         return self._output(x_hat, loss, {"fvu": fvu, "l0_penalty": l0}, z)
 
-    # checkpoint tensors: `threshold` rather than its log, as SAELens stores it
-    def export_tensors(self) -> dict[str, Tensor]:
-        tensors = super().export_tensors()
-        tensors["threshold"] = tensors.pop("log_threshold").exp()
-        return tensors
-
-    def import_tensors(self, tensors: dict[str, Tensor]) -> None:
-        tensors = dict(tensors)
-        if "threshold" in tensors:
-            tensors["log_threshold"] = tensors.pop("threshold").clamp_min(1e-12).log()
-        super().import_tensors(tensors)
+    def after_step(self) -> None:
+        super().after_step()
+        with torch.no_grad():  # a threshold at or below 0 would let every negative pre-activation through
+            self.threshold.clamp_(min=MIN_THRESHOLD)

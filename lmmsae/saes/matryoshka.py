@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from lmmsae.errors import UserError
 from lmmsae.saes.sparse import Codes, sparse_decode
 from lmmsae.saes.topk import TopKSAE
+from lmmsae.saes.base import require
 
 
 class MatryoshkaSAE(TopKSAE):
@@ -17,6 +18,11 @@ class MatryoshkaSAE(TopKSAE):
     @dataclass
     class Options(TopKSAE.Options):
         prefixes: list[int] = field(default_factory=list)  # prefix sizes; empty: n/16, n/4 (and all)
+
+        def __post_init__(self):
+            super().__post_init__()
+            require(self, prefixes=(all(0 < m and (not self.n_latents or m < self.n_latents) for m in self.prefixes),
+                                    "sizes in (0, n_latents)"))
 
     def __init__(self, d_in: int, options=None, **kw):
         super().__init__(d_in, options, **kw)

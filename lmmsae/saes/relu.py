@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from lmmsae.saes.base import SAE, BatchContext, LossOutput
+from lmmsae.saes.base import SAE, BatchContext, LossOutput, require
 
 
 def input_rms(batch: BatchContext) -> Tensor:
@@ -23,6 +23,10 @@ class ReLUSAE(SAE):
     @dataclass
     class Options(SAE.Options):
         l1_coefficient: float = 0.5  # penalty = coef * mean_t sum_i z_i ||W_dec_i|| / rms(x)
+
+        def __post_init__(self):
+            super().__post_init__()
+            require(self, l1_coefficient=(self.l1_coefficient >= 0, ">= 0"))
 
     def activation(self, pre: Tensor) -> Tensor:
         return pre.relu()

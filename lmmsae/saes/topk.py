@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from lmmsae.errors import UserError
-from lmmsae.saes.base import SAE, BatchContext, LossOutput
+from lmmsae.saes.base import SAE, BatchContext, LossOutput, require
 from lmmsae.saes.sparse import Codes, PairLayout, Scratch, select_pre_acts, sparse_decode, topk_exact
 
 
@@ -26,6 +26,11 @@ class TopKSAE(SAE):
         multi_topk: bool = False
         auxk_alpha: float = 0.0   # weight of the AuxK loss; 0 disables it (the paper's setting)
         auxk_k: int = 0           # dead latents used by AuxK; 0: d_in // 2
+
+        def __post_init__(self):
+            super().__post_init__()
+            require(self, k=(self.k >= 1 and (not self.n_latents or self.k <= self.n_latents), "in 1..n_latents"),
+                    auxk_alpha=(self.auxk_alpha >= 0, ">= 0"), auxk_k=(self.auxk_k >= 0, ">= 0"))
 
     def __init__(self, d_in: int, options=None, **kw):
         super().__init__(d_in, options, **kw)

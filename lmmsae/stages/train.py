@@ -23,6 +23,7 @@ import click
 
 from lmmsae import artifacts
 from lmmsae.errors import UserError
+from lmmsae.trainer_options import TrainerOptions
 
 
 @dataclass
@@ -32,12 +33,12 @@ class Options:
     epochs: int = 1                   # passes over activations.h5
     max_tokens: int | None = None     # stop after this many tokens (all ranks together)
     shuffle_buffer: int = 65536       # rows shuffled together when reading activations.h5
-    lr: float = 0.0                   # 0: 2e-4 / sqrt(n_latents / 2^14)
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    dead_window_tokens: int = 200_000  # dead = no firing in this many training tokens (toy-sized)
-    normalize_inputs: bool | None = None  # None: the architecture's preference (JumpReLU: yes)
-    mixed_precision: bool = True      # bf16 autocast on CUDA
+    lr: float = TrainerOptions.lr     # 0: 2e-4 / sqrt(n_latents / 2^14)
+    warmup_steps: int = TrainerOptions.warmup_steps
+    grad_clip: float = TrainerOptions.grad_clip
+    dead_window_tokens: int = TrainerOptions.dead_window_tokens  # dead = no firing in this many training tokens (toy-sized)
+    normalize_inputs: bool | None = None  # None: each architecture's preference (JumpReLU: yes), per SAE
+    mixed_precision: bool = TrainerOptions.mixed_precision  # bf16 autocast on CUDA
     checkpoint_every: int = 100       # steps; 0: only at the end
     variants: list[dict] = field(default_factory=list)  # [{name, architecture?, <sae options>}]
     eval_tokens: int = 65536          # tokens of activations used for metrics.json
@@ -45,6 +46,22 @@ class Options:
     eval_samples: int = 64            # samples used for CE/KL
     ce_tokens: str = "answer"         # answer (caption tokens) or all
     model_batch_size: int = 16        # samples per model forward (streaming source, CE/KL)
+
+    def __post_init__(self):
+        """Checked when the config is read (before collect), not when training starts."""
+        if self.source not in ("auto", "activations", "model"):
+            raise UserError(f"train.source={self.source!r}: use auto, activations or model")
+        if self.ce_tokens not in ("answer", "all"):
+            raise UserError(f"train.ce_tokens={self.ce_tokens!r}: use answer or all")
+        for name in ("batch_size", "epochs", "model_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name}={getattr(self, name)!r}: it must be >= 1")
+        for name in ("shuffle_buffer", "checkpoint_every", "eval_tokens", "eval_samples"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name}={getattr(self, name)!r}: it must be >= 0")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise UserError(f"train.max_tokens={self.max_tokens!r}: it must be >= 1 (or unset for all)")
+        trainer_options(self)  # lr, warmup_steps, grad_clip, dead_window_tokens
 
 
 CLI_PARAMS = [
@@ -55,9 +72,15 @@ CLI_PARAMS = [
     click.Option(["--lr", "lr"], type=float, help="Adam learning rate (default: 2e-4/sqrt(n_latents/2^14))."),
 ]
 
-NORMALIZE_BY_DEFAULT = {"jumprelu"}
 CURVE_EVERY = 10   # steps between training-curve points (sae/<hookpoint>/curve.jsonl)
 EVENT_EVERY = 50   # steps between train-progress events
+
+
+def trainer_options(options: Options) -> TrainerOptions:
+    """The trainer's share of the stage's options (validated there: a bad lr is one line, early)."""
+    return TrainerOptions(lr=options.lr, warmup_steps=options.warmup_steps, grad_clip=options.grad_clip,
+                          dead_window_tokens=options.dead_window_tokens, mixed_precision=options.mixed_precision,
+                          log_every=CURVE_EVERY)
 
 
 def source(ctx, opts: Options) -> str:
@@ -84,10 +107,6 @@ def units(ctx) -> list:
 
 def run(ctx) -> None:
     opts = ctx.stage_options("train", Options)
-    if opts.source not in ("auto", "activations", "model"):
-        raise UserError(f"train.source={opts.source!r}: use auto, activations or model")
-    if opts.ce_tokens not in ("answer", "all"):
-        raise UserError(f"train.ce_tokens={opts.ce_tokens!r}: use answer or all")
     from lmmsae.trainer import init_distributed, shutdown_distributed, world
 
     (unit,) = ctx.units("train")
@@ -234,23 +253,17 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
     from lmmsae import plugins
     from lmmsae.progress import track
     from lmmsae.saes.io import save_sae
-    from lmmsae.trainer import Entry, Trainer, TrainerOptions, world
+    from lmmsae.trainer import Entry, Trainer, world
 
     root = Path(root)
     entries = []
     for spec in specs:
         cls = plugins.get("saes", spec.architecture).load()
+        normalize = cls.normalize_inputs_by_default if options.normalize_inputs is None else options.normalize_inputs
         for hookpoint, d in dims.items():
-            entries.append(Entry(f"{spec.folder}{hookpoint}", hookpoint, cls(d, spec.options)))
-    normalize = options.normalize_inputs
-    if normalize is None:
-        normalize = any(s.architecture in NORMALIZE_BY_DEFAULT for s in specs)
-    trainer = Trainer(entries, TrainerOptions(lr=options.lr, warmup_steps=options.warmup_steps,
-                                              grad_clip=options.grad_clip,
-                                              dead_window_tokens=options.dead_window_tokens,
-                                              normalize_inputs=bool(normalize),
-                                              mixed_precision=options.mixed_precision,
-                                              log_every=CURVE_EVERY), device=device)
+            entries.append(Entry(f"{spec.folder}{hookpoint}", hookpoint, cls(d, spec.options),
+                                 normalize_inputs=bool(normalize)))
+    trainer = Trainer(entries, trainer_options(options), device=device)
     checkpoints = lambda e: root / e.name / artifacts.SAE_CHECKPOINTS  # noqa: E731
     resumed = resume and trainer.load_checkpoint(checkpoints)
     if resumed and log:

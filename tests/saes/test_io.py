@@ -64,24 +64,16 @@ def test_save_load_round_trip_is_bit_exact(name, tmp_path):
     assert torch.equal(back(x), sae(x))
 
 
-@pytest.mark.xfail(strict=True, reason="JumpReLU keeps log(threshold) as its parameter and exp(log(t)) != t in "
-                                       "float32 for ~8% of arbitrary thresholds (e.g. SAELens ones): loading is 1 ulp off")
 def test_jumprelu_arbitrary_thresholds_load_bit_exactly(tmp_path):
+    """SAELens thresholds (any float32) load as they are: the threshold is the parameter, no exp/log."""
     save_sae(random_sae("jumprelu"), tmp_path)
     tensors = load_file(tmp_path / "sae.safetensors")
     tensors["threshold"] = torch.rand(N, generator=torch.Generator().manual_seed(0)) + 1e-3
     save_file(tensors, str(tmp_path / "sae.safetensors"))
-    assert torch.equal(load_sae(tmp_path).threshold, tensors["threshold"])
-
-
-def test_jumprelu_thresholds_round_trip_within_one_ulp(tmp_path):
-    comp = plugins.get("saes", "jumprelu")
-    sae = comp.load()(D, comp.options({"n_latents": 4096}))
-    with torch.no_grad():
-        sae.log_threshold.copy_(torch.randn(4096, generator=torch.Generator().manual_seed(0)))
-    save_sae(sae, tmp_path)
-    t = sae.threshold.detach()
-    assert torch.allclose(load_sae(tmp_path).threshold, t, rtol=2 * torch.finfo(t.dtype).eps, atol=0)
+    loaded = load_sae(tmp_path)
+    assert torch.equal(loaded.threshold, tensors["threshold"])
+    save_sae(loaded, tmp_path / "again")
+    assert torch.equal(load_file(tmp_path / "again" / "sae.safetensors")["threshold"], tensors["threshold"])
 
 
 # ---- sparsify -----------------------------------------------------------------------------------
@@ -286,3 +278,45 @@ def test_missing_tensor(saved):
     with pytest.raises(UserError) as exc:
         load_sae(saved)
     one_line_error(exc, "missing ['b_dec']")
+
+
+def test_a_pickle_where_safetensors_is_expected_is_refused(tmp_path):
+    """Never unpickled (a pickle can run code): a torch.save file named sae.safetensors, or a folder
+    holding only sae.pt, is one line saying so."""
+    save_sae(random_sae("topk"), tmp_path / "a")
+    tensors = {k: v.clone() for k, v in load_file(tmp_path / "a" / "sae.safetensors").items()}  # not the mmap
+    (tmp_path / "a" / "sae.safetensors").unlink()
+    torch.save(tensors, tmp_path / "a" / "sae.safetensors")
+    with pytest.raises(UserError) as err:
+        load_sae(tmp_path / "a")
+    one_line_error(err, "sae.safetensors is a pickle (torch.save), not safetensors")
+    save_sae(random_sae("topk"), tmp_path / "b")
+    (tmp_path / "b" / "sae.safetensors").unlink()
+    torch.save(tensors, tmp_path / "b" / "sae.pt")
+    with pytest.raises(UserError) as err:
+        load_sae(tmp_path / "b")
+    one_line_error(err, "holds sae.pt, a pickle checkpoint: lmmsae loads only safetensors")
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe\x00garbage", b"[1, 2]"])
+def test_a_malformed_cfg_json_is_one_line_naming_it(tmp_path, content):
+    save_sae(random_sae("topk"), tmp_path)
+    (tmp_path / "cfg.json").write_bytes(content)
+    with pytest.raises(UserError) as err:
+        load_sae(tmp_path)
+    one_line_error(err, str(tmp_path / "cfg.json"))
+
+
+def test_no_code_loads_a_pickle():
+    """torch.load only with weights_only=True, and no pickle.load, anywhere in the package or plugins."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for path in [*root.glob("lmmsae/**/*.py"), *root.glob("plugins/**/*.py")]:
+        text = path.read_text()
+        for call in re.finditer(r"torch\.load\(([^)]*)\)|pickle\.loads?\(", text):
+            if "weights_only=True" not in (call.group(1) or ""):
+                offenders.append(f"{path.relative_to(root)}: {call.group(0)}")
+    assert offenders == []
