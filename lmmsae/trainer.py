@@ -116,6 +116,7 @@ class Trainer:
         self.entries = entries
         self.step_count = 0
         self.tokens = 0
+        self.data_cursor: Any = None  # where the data stream stood at the loaded checkpoint
         for entry in entries:
             entry.sae.to(self.device).train()
             entry.lr = self.options.lr or default_lr(entry.sae.n_latents)
@@ -251,9 +252,10 @@ class Trainer:
         return out
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def save_checkpoint(self, root_for: Callable[[Entry], Path], keep: int = 1) -> None:
+    def save_checkpoint(self, root_for: Callable[[Entry], Path], keep: int = 1, data_cursor: Any = None) -> None:
         """Write every entry's checkpoint under root_for(entry) (rank 0 only), then point
-        latest.json at it; older step folders beyond `keep` are removed."""
+        latest.json at it; older step folders beyond `keep` are removed. `data_cursor` (JSON) says
+        where the data stream stands, so a resume continues there instead of replaying it."""
         if world()[0] != 0:
             return
         for entry in self.entries:
@@ -263,7 +265,7 @@ class Trainer:
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
-            self._write_entry(entry, tmp)
+            self._write_entry(entry, tmp, data_cursor)
             if folder.exists():
                 shutil.rmtree(folder)
             tmp.rename(folder)
@@ -272,7 +274,7 @@ class Trainer:
             for _, old in steps[:-keep] if keep > 0 else []:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def _write_entry(self, entry: Entry, folder: Path) -> None:
+    def _write_entry(self, entry: Entry, folder: Path, data_cursor: Any = None) -> None:
         from safetensors.torch import save_file
 
         sae = entry.sae
@@ -287,7 +289,7 @@ class Trainer:
         save_file(tensors, str(folder / "trainer.safetensors"))
         state = {"step": self.step_count, "tokens": self.tokens, "name": entry.name, "hookpoint": entry.hookpoint,
                  "input_scale": entry.input_scale, "initialised": entry.initialised, "lr": entry.lr,
-                 "trainer_options": asdict(self.options)}
+                 "trainer_options": asdict(self.options), "data_cursor": data_cursor}
         (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n")
 
     def load_checkpoint(self, root_for: Callable[[Entry], Path]) -> bool:
@@ -334,6 +336,7 @@ class Trainer:
             entry.optimizer.state[params[pname]][skey] = value.to(self.device)
         self.step_count = int(state["step"])
         self.tokens = int(state["tokens"])
+        self.data_cursor = state.get("data_cursor")
         return self.step_count
 
 

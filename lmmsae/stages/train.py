@@ -148,10 +148,10 @@ def _run(ctx, unit, opts: Options, device: str, rank: int, size: int) -> None:
         source="activations" if reader else "model", world_size=size)
     seed = ctx.config.seed
     if reader is not None:  # every rank reads the same global batches and trains on its share
-        batches = lambda: reader_batches(reader, hookpoints, opts, seed)  # noqa: E731
+        batches = lambda cursor: reader_batches(reader, hookpoints, opts, seed, cursor)  # noqa: E731
     else:  # every rank runs the model on its own samples
         dataset = ctx.build("dataset")
-        batches = lambda: model_batches(adapter, dataset, hookpoints, opts, rank, size)  # noqa: E731
+        batches = lambda cursor: model_batches(adapter, dataset, hookpoints, opts, rank, size, cursor)  # noqa: E731
     steps = opts.epochs * (reader.n_tokens // opts.batch_size) if reader is not None else None
     result = train(batches, dims, specs, root, opts, device=device, log=log, per_rank=reader is None,
                    total_steps=steps)
@@ -239,17 +239,20 @@ def sae_specs(architecture: str, options: Any, variants: list[dict]) -> list[SAE
     return specs
 
 
-def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: list[SAESpec], root: Path,
-          options: Options, device: str = "cpu", log: Callable[..., None] | None = None,
+def train(batches: Callable[[Any], Iterable[tuple[dict, Any]]], dims: dict[str, int], specs: list[SAESpec],
+          root: Path, options: Options, device: str = "cpu", log: Callable[..., None] | None = None,
           resume: bool = True, per_rank: bool = False, total_steps: int | None = None) -> dict[str, dict]:
-    """Train every spec on every hookpoint in one pass over `batches()`; save the SAEs under
+    """Train every spec on every hookpoint in one pass over `batches(cursor)`; save the SAEs under
     root/[folder]<hookpoint>/ and return training summaries per hookpoint (main SAE).
 
-    Under torch.distributed `batches()` yields the global batches (every rank the same ones, of
+    `batches(cursor)` yields (batch, cursor after it) from where `cursor` says (None: the start);
+    checkpoints keep the cursor, so a resume continues the data where it stopped instead of
+    replaying (and, streaming from the model, recomputing) every batch already trained on.
+    Under torch.distributed `batches` yields the global batches (every rank the same ones, of
     `batch_size` tokens) and each rank trains on its contiguous share, so the result equals one
-    process; with `per_rank`, `batches()` already yields this rank's share (its own data). Either
-    way training stops, on every rank, when any rank's batches end. `total_steps`, when the data's
-    size is known, gives the progress bar its total."""
+    process; with `per_rank`, it already yields this rank's share (its own data, its own cursor).
+    Either way training stops, on every rank, when any rank's batches end. `total_steps`, when the
+    data's size is known, gives the progress bar its total."""
     from lmmsae import plugins
     from lmmsae.progress import track
     from lmmsae.saes.io import save_sae
@@ -269,7 +272,13 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
     if resumed and log:
         log("train-resume", step=trainer.step_count, tokens=trainer.tokens)
     rank, size = world()
-    stream = itertools.islice(iter(batches()), trainer.step_count, None)
+    cursor = trainer.data_cursor if resumed else None
+    if resumed and cursor is None:
+        raise UserError(f"the checkpoints under {root} keep no data position (made by an older lmmsae): delete "
+                        f"the checkpoints/ folders to restart training")
+    if per_rank and size > 1 and cursor is not None:
+        cursor = cursor[rank]
+    source = stream = Cursor(batches(cursor))
     if size > 1:
         from lmmsae.trainer import shard
 
@@ -291,13 +300,17 @@ def train(batches: Callable[[], Iterable[dict]], dims: dict[str, int], specs: li
             append_curve(root, trainer)
         if log and trainer.step_count % EVENT_EVERY == 0:
             log("train-progress", message=message)
+
+    def checkpoint(t) -> None:
+        t.save_checkpoint(checkpoints, data_cursor=_gathered(source.position) if per_rank and size > 1
+                          else source.position)
+
     trainer.fit(track(stream, total=total,
                       description="train", unit="steps", stream=None if rank == 0 else _NullStream()),
-                max_steps=max_steps, checkpoint=lambda t: t.save_checkpoint(checkpoints),
-                checkpoint_every=options.checkpoint_every, log=say)
+                max_steps=max_steps, checkpoint=checkpoint, checkpoint_every=options.checkpoint_every, log=say)
     if trainer.step_count == 0:
         raise UserError("no training data: the activations (or dataset) yielded no batch")
-    trainer.save_checkpoint(checkpoints)
+    checkpoint(trainer)
     elapsed = time.perf_counter() - t0
     out: dict[str, dict] = {}
     if rank != 0:
@@ -333,6 +346,28 @@ def append_curve(root: Path, trainer) -> None:
             f.write(dumps({"step": trainer.step_count, "tokens": trainer.tokens, **(entry.last or {})}) + "\n")
 
 
+class Cursor:
+    """Batches from (batch, cursor) pairs; `position` is the cursor after the last batch handed out."""
+
+    def __init__(self, pairs: Iterable[tuple[dict, Any]]):
+        self.pairs = iter(pairs)
+        self.position: Any = None
+
+    def __iter__(self):
+        for batch, position in self.pairs:
+            self.position = position
+            yield batch
+
+
+def _gathered(position: Any) -> list:
+    """Every rank's position (rank order), for rank 0 to save."""
+    import torch.distributed as dist
+
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, position)
+    return out
+
+
 def _while_every_rank_has_data(stream: Iterable[dict], device) -> Iterator[dict]:
     """Yield batches while every rank still has one (each step is a collective: no rank may stop alone)."""
     import torch
@@ -346,21 +381,30 @@ def _while_every_rank_has_data(stream: Iterable[dict], device) -> Iterator[dict]
         yield batch
 
 
-def reader_batches(reader, hookpoints: list[str], options: Options, seed: int) -> Iterator[dict]:
-    """Shuffled batches of every hookpoint, epoch after epoch (same seed for every hookpoint)."""
-    for epoch in range(options.epochs):
-        iters = [reader.iter_batches(h, options.batch_size, options.shuffle_buffer, seed + epoch, drop_last=True)
-                 for h in hookpoints]
-        for tensors in zip(*iters):
-            yield dict(zip(hookpoints, tensors))
+def reader_batches(reader, hookpoints: list[str], options: Options, seed: int,
+                   cursor: dict | None = None) -> Iterator[tuple[dict, dict]]:
+    """Shuffled batches of every hookpoint, epoch after epoch (same seed for every hookpoint), each
+    with the cursor after it: {"epoch", "rows" consumed in that epoch's shuffled order}."""
+    first, skip = (int(cursor["epoch"]), int(cursor["rows"])) if cursor else (0, 0)
+    for epoch in range(first, options.epochs):
+        start = skip if epoch == first else 0
+        iters = [reader.iter_batches(h, options.batch_size, options.shuffle_buffer, seed + epoch, drop_last=True,
+                                     start_row=start) for h in hookpoints]
+        for i, tensors in enumerate(zip(*iters), 1):
+            yield dict(zip(hookpoints, tensors)), {"epoch": epoch, "rows": start + i * options.batch_size}
 
 
 def model_batches(adapter, dataset, hookpoints: list[str], options: Options, rank: int = 0,
-                  world_size: int = 1) -> Iterator[dict]:
-    """Activations straight from the model, regrouped into fixed-size token batches.
+                  world_size: int = 1, cursor: dict | None = None) -> Iterator[tuple[dict, dict]]:
+    """Activations straight from the model, regrouped into fixed-size token batches, each with the
+    cursor after it: {"chunk": the first sample of the oldest model batch with rows not yet
+    trained on, "skip": how many of that batch's (and its successors') rows were}. Resuming there
+    recomputes at most the partial batch that was carried over, never what was trained on.
 
     With world_size > 1, rank r runs the model on every world_size-th group of `model_batch_size`
     samples (starting with group r) and yields its share of each step's `batch_size` tokens."""
+    import collections
+
     import torch
 
     from lmmsae.stages.collect import stream_activations
@@ -368,21 +412,40 @@ def model_batches(adapter, dataset, hookpoints: list[str], options: Options, ran
     size = len(range(rank, options.batch_size, world_size)) if world_size > 1 else options.batch_size
     if size == 0:
         raise UserError(f"train.batch_size={options.batch_size} is smaller than the {world_size} ranks")
-    if world_size > 1:
-        step = options.model_batch_size
-        chunks = (chunk for start in range(rank * step, len(dataset), world_size * step)
-                  for chunk in stream_activations(adapter, dataset, hookpoints, batch_size=step, start=start,
-                                                  stop=start + step))
-    else:
-        chunks = stream_activations(adapter, dataset, hookpoints, batch_size=options.model_batch_size)
+    step = options.model_batch_size
+    starts = list(range(rank * step if world_size > 1 else 0, len(dataset), world_size * step))
+    first, skip = (int(cursor["chunk"]), int(cursor["skip"])) if cursor else (starts[0] if starts else 0, 0)
     carry: dict[str, Any] = {}
-    for acts, _tokens in chunks:
-        for h in hookpoints:
-            x = torch.as_tensor(acts[h]).float()
-            carry[h] = torch.cat([carry[h], x]) if h in carry else x
+    held: collections.deque = collections.deque()  # [chunk start, its rows, rows of it trained on]
+    for i, start in enumerate(s for s in starts if s >= first):
+        dropped = skip if i == 0 else 0  # rows of the first chunk a resumed run has trained on already
+        total = 0
+        for acts, _tokens in stream_activations(adapter, dataset, hookpoints, batch_size=step, start=start,
+                                                stop=start + step):
+            n = int(acts[hookpoints[0]].shape[0])
+            cut = min(max(dropped - total, 0), n)
+            for h in hookpoints:
+                x = torch.as_tensor(acts[h]).float()[cut:]
+                carry[h] = torch.cat([carry[h], x]) if h in carry else x
+            total += n
+        if total > dropped:
+            held.append([start, total, dropped])
         while carry and carry[hookpoints[0]].shape[0] >= size:
-            yield {h: carry[h][:size] for h in hookpoints}
+            batch = {h: carry[h][:size] for h in hookpoints}
             carry = {h: carry[h][size:] for h in hookpoints}
+            left = size
+            while left:
+                take = min(left, held[0][1] - held[0][2])
+                held[0][2] += take
+                left -= take
+                if held[0][2] == held[0][1]:
+                    held.popleft()
+            if held:
+                position = {"chunk": held[0][0], "skip": held[0][2]}
+            else:
+                later = [c for c in starts if c > start]
+                position = {"chunk": later[0] if later else len(dataset), "skip": 0}
+            yield batch, position
 
 
 def evaluate_saved(folder: Path, hookpoint: str, reader, options: Options) -> dict[str, Any]:

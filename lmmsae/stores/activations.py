@@ -443,11 +443,13 @@ class ActivationReader:
         return int(np.isin(self.f["tokens/kind"][: self.n_tokens], _kind_ids(kinds)).sum())
 
     def iter_batches(self, hookpoint: str, batch_size: int, shuffle_buffer: int = 0, seed: int = 0,
-                     kinds=None, drop_last: bool = False, device: str | None = None) -> Iterator:
+                     kinds=None, drop_last: bool = False, device: str | None = None, start_row: int = 0) -> Iterator:
         """float32 torch tensors [batch_size, d]; the last may be smaller unless drop_last.
 
         With shuffle_buffer > 0, contiguous blocks of that many rows are read in a seeded random
-        order and shuffled inside; memory is bounded by the buffer, not by the file.
+        order and shuffled inside (each block by its own seed); memory is bounded by the buffer, not
+        by the file. `start_row` continues the same stream after that many rows (a training
+        resume), reading none of the blocks before it.
         """
         import torch
 
@@ -458,17 +460,24 @@ class ActivationReader:
         chunk = ds.chunks[0] if ds.chunks else 1
         block = -(-block // chunk) * chunk
         starts = np.arange(0, n, block)
-        rng = np.random.default_rng(seed)
         if shuffle_buffer > 0:
-            starts = rng.permutation(starts)
+            starts = np.random.default_rng(int(seed) % 2**64).permutation(starts)
         carry = np.zeros((0, ds.shape[1]), np.float32)
+        skip = int(start_row)
         for s in starts:
-            rows = from_storage(ds[s:min(s + block, n)], self.dtype)
+            stop = min(s + block, n)
+            keep = None if wanted is None else np.isin(self.f["tokens/kind"][s:stop], wanted)
+            count = stop - s if keep is None else int(keep.sum())
+            if skip >= count:
+                skip -= count
+                continue
+            rows = from_storage(ds[s:stop], self.dtype)
             self._check_finite(rows, hookpoint, s)
-            if wanted is not None:
-                rows = rows[np.isin(self.f["tokens/kind"][s:min(s + block, n)], wanted)]
+            if keep is not None:
+                rows = rows[keep]
             if shuffle_buffer > 0:
-                rows = rows[rng.permutation(len(rows))]
+                rows = rows[np.random.default_rng([int(seed) % 2**64, int(s)]).permutation(len(rows))]
+            rows, skip = rows[skip:], 0
             rows = np.concatenate([carry, rows]) if len(carry) else rows
             full = len(rows) // batch_size * batch_size
             for i in range(0, full, batch_size):
