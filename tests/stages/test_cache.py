@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lmmsae.errors import UserError
 from lmmsae.stages.cache import Options, cache_features
 from lmmsae.stores.features import FeatureStore, merge
 
@@ -195,3 +196,10 @@ def test_stage_runs_skips_when_complete_and_merges_shards_started_by_hand(tmp_pa
         stage.run(shard_ctx)
         assert shard_ctx.run.is_complete(artifacts.FEATURES) == (rank == 0)
     assert_same_file(ctx.run.file(artifacts.FEATURES), shard_ctx.run.file(artifacts.FEATURES))
+
+
+def test_an_sae_of_another_width_is_one_line_before_any_work(tmp_path):
+    adapter, _, ds, opts = setup(n=8)
+    with pytest.raises(UserError, match=r"SAE for 'h' has d_in=16 but the hookpoint has width 8") as err:
+        cache_features(adapter, ReluSAE(d_in=16, n_latents=40), ds, "h", tmp_path / "f.h5", opts)
+    assert "\n" not in str(err.value) and adapter.forward_calls == 0 and not (tmp_path / "f.h5").exists()
