@@ -80,11 +80,6 @@ class Explainer(ABC):
             self._backend = build(self.options.backend, self.options.backend_options, cache=self.cache)
         return self._backend
 
-    @classmethod
-    def preflight(cls, options) -> None:
-        """Cheap checks, before any stage starts, of what this component will need (an API key, a
-        checkpoint, a folder): raise UserError saying what is missing. No model loads here."""
-
     @abstractmethod
     def explain(self, records: Iterable[FeatureRecord]) -> Iterator[Explanation]:
         """Yield one Explanation per record (status ok or failed with a reason), in completion order."""

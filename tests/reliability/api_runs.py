@@ -17,9 +17,11 @@ def oracle_features(folder: Path, attributes) -> Path:
     """A complete features.h5 of oracle features (one per attribute) on the toy shapes."""
     from lmmsae.datasets.shapes import ShapesDataset
 
+    from lmmsae import artifacts
+
     path = folder / "features.h5"
     write_truth_features(path, ShapesDataset(ShapesDataset.Options(**DATASET)), attributes)
-    path.with_name(path.name + ".complete").write_text("{}\n")
+    path.with_name(path.name + artifacts.STATE_SUFFIX).write_text('{"status": "complete"}\n')
     return path
 
 
