@@ -43,15 +43,14 @@ class ServerProcess:
 
 
 def explainer(backend: str, url: str, concurrency: int):
-    if backend == "anthropic":
-        from lmmsae.explainers.anthropic import AnthropicExplainer as cls
+    """The registered explainer `backend` (the paper's prompt over that API backend)."""
+    from lmmsae import plugins
 
-        options = cls.Options(base_url=url, api_key_env="BENCH_KEY", concurrency=concurrency)
-    else:
-        from lmmsae.explainers.openai_compatible import OpenAICompatibleExplainer as cls
-
-        options = cls.Options(model="bench", base_url=url + "/v1", api_key_env="BENCH_KEY", concurrency=concurrency)
-    return cls(options, name=backend)
+    options = {"base_url": url, "api_key_env": "BENCH_KEY", "concurrency": concurrency}
+    if backend == "openai-compatible":
+        options.update(model="bench", base_url=url + "/v1")
+    component = plugins.get("explainers", backend)
+    return component.load()(component.options(options), name=backend)
 
 
 def measure(server: ServerProcess, backend: str, concurrency: int, n_features: int) -> dict:

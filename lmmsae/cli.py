@@ -10,6 +10,7 @@ import click
 
 from lmmsae import __version__
 from lmmsae.errors import UserError
+from lmmsae.secrets import scrub
 from lmmsae.stages import HELP as STAGE_HELP
 
 COMMANDS = {
@@ -55,12 +56,12 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(scrub(str(exc))) from None
         except OSError as exc:
             message = disk_error(exc)
             if message is None:
                 raise
-            raise click.ClickException(message) from None
+            raise click.ClickException(scrub(message)) from None
         except KeyboardInterrupt:
             run = ctx.meta.get(RUN_KEY)
             click.echo(f"interrupted: continue with the same command plus --resume --name {run.name}" if run
@@ -99,7 +100,15 @@ def cli():
 
 
 def main() -> None:
+    sys.excepthook = _scrubbed_excepthook
     cli()
+
+
+def _scrubbed_excepthook(kind, value, tb) -> None:
+    """An unexpected error still prints its traceback (a bug to report), with every known secret masked."""
+    import traceback
+
+    sys.stderr.write(scrub("".join(traceback.format_exception(kind, value, tb))))
 
 
 if __name__ == "__main__":  # torchrun -m lmmsae.cli (python -m lmmsae works too)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from lmmsae.errors import UserError
-from lmmsae.steering.evaluate import parse_yes_no, words
+from lmmsae.text import parse_yes_no, words
 
 
 @dataclass
@@ -78,7 +78,7 @@ def pope_metrics(answers: Sequence[str | None], labels: Sequence[str]) -> dict[s
 
     hallucination_rate = share of 'yes' among questions whose label is 'no' (the false positive rate).
     """
-    pred = [parse_yes_no(a) if a not in ("yes", "no") else a for a in answers]
+    pred = [{True: "yes", False: "no", None: None}[parse_yes_no(a)] for a in answers]
     unparsed = sum(p is None for p in pred)
     pred = [p or "no" for p in pred]
     tp = sum(p == "yes" and l == "yes" for p, l in zip(pred, labels))

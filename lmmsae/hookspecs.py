@@ -22,8 +22,13 @@ def register_datasets(register):
 
 
 @hookspec
+def register_backends(register):
+    """Register model backends (local LMMs, APIs) that explainers and judges ask: register(name, "module:Class", **defaults)."""
+
+
+@hookspec
 def register_explainers(register):
-    """Register explainers: register(name, "module:Class", **defaults)."""
+    """Register explainers (prompting strategies over a backend): register(name, "module:Class", **defaults)."""
 
 
 @hookspec

@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 from typing import Any, Iterator
 
+from lmmsae.secrets import scrub
+
 
 def clean_json(value: Any) -> Any:
     """`value` with NaN/inf as None and numpy scalars/arrays as Python numbers/lists."""
@@ -65,7 +67,7 @@ class JsonlWriter:
         self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._f.write(dumps(record) + "\n")
+        self._f.write(scrub(dumps(record)) + "\n")
         self._f.flush()
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "lmmsae.default_plugins.datasets",
     "lmmsae.default_plugins.models",
     "lmmsae.default_plugins.saes",
+    "lmmsae.default_plugins.backends",
     "lmmsae.default_plugins.explainers",
     "lmmsae.default_plugins.scorers",
 )

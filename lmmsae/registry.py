@@ -8,10 +8,11 @@ from typing import Any
 
 from lmmsae.errors import UserError, did_you_mean
 
-KINDS = ("models", "saes", "datasets", "explainers", "scorers")
-SINGULAR = {"models": "model", "saes": "SAE architecture", "datasets": "dataset",
+KINDS = ("models", "saes", "datasets", "backends", "explainers", "scorers")
+SINGULAR = {"models": "model", "saes": "SAE architecture", "datasets": "dataset", "backends": "backend",
             "explainers": "explainer", "scorers": "scorer"}
-SECTION = {"models": "model", "saes": "sae", "datasets": "dataset", "explainers": "explainer", "scorers": "scorers.N"}
+SECTION = {"models": "model", "saes": "sae", "datasets": "dataset", "backends": "explainer", "explainers": "explainer",
+           "scorers": "scorers.N"}
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,16 @@ class Component:
         )
 
     def options(self, values: dict[str, Any] | None = None):
-        """The validated Options instance for this component, presets overridden by `values`."""
+        """The validated Options instance for this component, presets overridden by `values` (a class
+        with its own `parse_options(values, where, section)`, as explainers have, validates them itself)."""
         from lmmsae.options import parse_options
 
         cls = self.load()
         merged = {**self.defaults, **(values or {})}
-        return parse_options(getattr(cls, "Options"), merged, where=f"{SINGULAR[self.kind]} {self.name!r}",
-                             section=SECTION[self.kind])
+        where = f"{SINGULAR[self.kind]} {self.name!r}"
+        if hasattr(cls, "parse_options"):
+            return cls.parse_options(merged, where, SECTION[self.kind])
+        return parse_options(getattr(cls, "Options"), merged, where=where, section=SECTION[self.kind])
 
 
 class Registry:

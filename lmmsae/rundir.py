@@ -14,6 +14,7 @@ from typing import Any
 from lmmsae import artifacts
 from lmmsae.atomic import atomic_write_text
 from lmmsae.errors import UserError
+from lmmsae.secrets import scrub
 
 VERSIONED = ("torch", "transformers", "open_clip_torch", "h5py", "numpy", "pluggy", "anthropic", "openai")
 
@@ -78,7 +79,7 @@ class RunDir:
         """Append one event to the run's log (flushed, so a crash keeps what happened)."""
         record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "event": event, **fields}
         with open(self.file(artifacts.EVENTS), "a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
+            f.write(scrub(json.dumps(record, default=str)) + "\n")
 
     # -- the state of every stage output (see lmmsae.plan): one mechanism for "complete and current"
 

@@ -16,7 +16,7 @@ def lmmsae(*args, cwd=None):
 
 def test_importing_the_cli_and_plugins_loads_no_heavy_library():
     code = ("import sys, lmmsae.cli, lmmsae.plugins as p; [p.registry(k) for k in "
-            "('models','saes','datasets','explainers','scorers')]; "
+            "('models','saes','datasets','backends','explainers','scorers')]; "
             "heavy = [m for m in ('torch','transformers','open_clip','h5py','anthropic','openai') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
@@ -55,7 +55,7 @@ def test_unknown_command_is_a_usage_error():
 def test_plugins_json_shape():
     result = lmmsae("plugins", "--json")
     data = json.loads(result.stdout)
-    assert set(data) == {"models", "saes", "datasets", "explainers", "scorers", "plugins"}
+    assert set(data) == {"models", "saes", "datasets", "backends", "explainers", "scorers", "plugins"}
     assert data["plugins"][0]["name"] == "lmmsae"
 
 

@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 STAGES = ("collect", "train", "cache", "explain", "score", "report", "steer", "compare")
-PLUGIN_KINDS = ("models", "saes", "datasets", "explainers", "scorers")
+PLUGIN_KINDS = ("models", "saes", "datasets", "backends", "explainers", "scorers")
 
 
 def nav_pages(entries) -> list[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmmsae.explainers.base import Query
+from lmmsae.backends.base import Query
 from lmmsae.records import FeatureExample, FeatureRecord
 
 SYSTEM_PROMPT = (
@@ -61,7 +61,9 @@ def record_images(record: FeatureRecord, n_images: int, render: str = "mask") ->
 
 def explanation_query(record: FeatureRecord, n_images: int = 5, render: str = "mask",
                       prompt: str = "", system: str | None = None) -> Query:
-    """The request for one feature: its top images plus the instructions ("" prompt = the paper's;
-    system None = the paper's system prompt, "" = none)."""
-    return Query(images=record_images(record, n_images, render),
-                 prompt=prompt or INSTRUCTIONS, system=SYSTEM_PROMPT if system is None else system)
+    """The request for one feature: its top images under the system prompt and the instructions ("" prompt =
+    the paper's; system None = the paper's system prompt, "" = none). The fixed part is the system prompt,
+    the same for every feature, so APIs and servers can cache it."""
+    system = SYSTEM_PROMPT if system is None else system
+    return Query(images=record_images(record, n_images, render), prompt=USER_LINE,
+                 system="\n\n".join(p for p in (system, prompt or INSTRUCTIONS) if p), reuse_system=True)

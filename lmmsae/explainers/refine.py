@@ -1,12 +1,12 @@
 """The paper's label refiner: a long explanation becomes a short noun phrase (what CLIP and the
-segmenter are given), asked of any explainer backend through `ask_many` (text only, no images)."""
+segmenter are given), asked of any backend (text only, no images), answers cached like all others."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import replace
 
-from lmmsae.explainers.base import Explainer
+from lmmsae.backends.base import Backend, Query
 from lmmsae.records import Explanation
 
 REFINE_PROMPT = (
@@ -36,7 +36,7 @@ def parse_label(answer: str, max_words: int = 6) -> str | None:
     return " ".join(words[:max_words]) if words else None
 
 
-def refine(explanations: list[Explanation], refiner: Explainer, max_words: int = 6,
+def refine(explanations: list[Explanation], refiner: Backend, max_words: int = 6,
            prompt: str = REFINE_PROMPT, batch_size: int = 32) -> list[Explanation]:
     """Copies of `explanations` with `label` set on explained ones lacking it; a refiner failure is
     noted in meta["label_error"] and leaves the label empty (scorers then use the text)."""
@@ -44,24 +44,14 @@ def refine(explanations: list[Explanation], refiner: Explainer, max_words: int =
     todo = [i for i, e in enumerate(out) if e.status == "ok" and e.text and not e.label]
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
-        requests = [([], prompt.format(explanation=out[i].text, max_words=max_words)) for i in batch]
-        try:
-            answers = refiner.ask_many(requests)
-        except RuntimeError:
-            answers = [_ask_one(refiner, r) for r in requests]
+        answers = refiner.complete(Query([], prompt.format(explanation=out[i].text, max_words=max_words))
+                                   for i in batch)
         for i, answer in zip(batch, answers):
             if isinstance(answer, Exception):
                 out[i] = replace(out[i], meta={**out[i].meta, "label_error": str(answer)})
                 continue
-            label = parse_label(answer, max_words)
+            label = parse_label(answer.text, max_words)
             meta = {**out[i].meta, "label_by": refiner.name}
             out[i] = replace(out[i], label=label, meta=meta) if label else replace(
-                out[i], meta={**meta, "label_error": f"no label in the refiner's answer {answer[:200]!r}"})
+                out[i], meta={**meta, "label_error": f"no label in the refiner's answer {answer.text[:200]!r}"})
     return out
-
-
-def _ask_one(refiner: Explainer, request):
-    try:
-        return refiner.ask(*request)
-    except RuntimeError as exc:
-        return exc

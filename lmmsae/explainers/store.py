@@ -12,6 +12,7 @@ from typing import Iterable
 
 from lmmsae.jsonl import JsonlWriter, dumps, read_jsonl
 from lmmsae.records import Explanation
+from lmmsae.secrets import scrub
 
 FIELDS = {f.name for f in dataclasses.fields(Explanation)}
 
@@ -36,9 +37,9 @@ def read_explanations(path: str | Path) -> dict[tuple[str, int], Explanation]:
     return out
 
 
-def done_keys(path: str | Path, retry_failed: bool = False) -> set[tuple[str, int]]:
-    """Features that need no new request: explained ones, and failed ones unless `retry_failed`."""
-    return {k for k, e in read_explanations(path).items() if e.status == "ok" or not retry_failed}
+def done_keys(path: str | Path) -> set[tuple[str, int]]:
+    """Features that need no new request: the explained ones (a failed one is asked again on resume)."""
+    return {k for k, e in read_explanations(path).items() if e.status == "ok"}
 
 
 class ExplanationWriter(JsonlWriter):
@@ -56,4 +57,4 @@ def rewrite(path: str | Path, explanations: Iterable[Explanation]) -> None:
     """Replace the file atomically with exactly these records (used after refining labels)."""
     from lmmsae.atomic import atomic_write_text
 
-    atomic_write_text(path, "".join(to_json(e) + "\n" for e in explanations))
+    atomic_write_text(path, "".join(scrub(to_json(e)) + "\n" for e in explanations))

@@ -25,21 +25,24 @@ from typing import Any
 
 import numpy as np
 
+from lmmsae.errors import UserError
 from lmmsae.records import Explanation, FeatureExample, FeatureRecord
 
 
 @dataclass
 class ScoringContext:
     """What scorers share beyond one feature: the dataset (random baselines, negatives), a seed, the
-    device, every explained label (random-label baselines) and the default judge backend."""
+    device, every explained label (random-label baselines), the default judge, and the run's response
+    cache, through which every judge's and labeller's answer goes (a rerun pays nothing again)."""
 
     dataset: Any = None
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
     labels: dict[int, str] = field(default_factory=dict)   # latent -> label of the same explainer
-    judge: Any = None          # default judge: a ComponentConfig (explainer name + options) or an object with ask()
-    _explainers: dict[str, Any] = field(default_factory=dict, repr=False)
+    judge: Any = None          # default judge: the run's explainer (a ComponentConfig: its backend is asked) or a Backend
+    cache: Any = None          # a ResponseCache (explanations/responses.sqlite), or None
+    _backends: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def rng(self, latent: int, salt: str) -> np.random.Generator:
         """A generator fixed by (seed, latent, salt): baselines are reproducible and independent per scorer."""
@@ -49,17 +52,26 @@ class ScoringContext:
         """The dataset image at `index` (PIL)."""
         return self.dataset.sample(int(index)).image
 
-    def explainer(self, name: str, options: dict[str, Any] | None = None):
-        """An explainer instance used as a judge or labeller (loaded once per name and options)."""
+    def backend(self, name: str = "", options: dict[str, Any] | None = None):
+        """A judge or labeller: the backend `name`, or ("") the default judge with `options` over its
+        own; built once per name and options, with the run's response cache."""
         import json
 
-        from lmmsae import plugins
+        from lmmsae import backends
 
+        if not name:
+            if self.judge is None:
+                raise UserError("no judge to ask: name a backend, e.g. -o scorers.N.judge=anthropic")
+            if hasattr(self.judge, "complete"):
+                return self.judge  # a Backend given directly
         key = f"{name}:{json.dumps(options or {}, sort_keys=True, default=str)}"
-        if key not in self._explainers:
-            component = plugins.get("explainers", name)
-            self._explainers[key] = component.load()(component.options(options or {}), name=name)
-        return self._explainers[key]
+        if key not in self._backends:
+            if name:
+                self._backends[key] = backends.build(name, options, cache=self.cache)
+            else:
+                self._backends[key] = backends.of_explainer(self.judge.name, self.judge.options, cache=self.cache,
+                                                            **(options or {}))
+        return self._backends[key]
 
 
 class Scorer(ABC):

@@ -5,7 +5,7 @@ Two labellers:
   belong to several (a "red circle" feature counts under colour and shape); none -> "other".
   The word lists cover the toy world's attributes (colour, shape, size, position, background) and
   the paper's categories (scene, object, part, material, texture, colour).
-* any explainer backend: asked once per label which one of `categories` fits best.
+* any backend (lmmsae.backends): asked once per label which one of `categories` fits best.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 from typing import Iterable
 
 from lmmsae.datasets.shapes import BACKGROUNDS, COLORS, SHAPES, SIZES
+from lmmsae.text import words
 
 OTHER = "other"
 PAPER_CATEGORIES = ("scene", "object", "part", "material", "texture", "colour")
@@ -40,8 +41,8 @@ KEYWORDS: dict[str, set[str]] = {
 
 def keyword_categories(label: str, keywords: dict[str, set[str]] = KEYWORDS) -> list[str]:
     """Every category whose keywords occur in the label, in the table's order; ["other"] for none."""
-    words = set(re.findall(r"[a-z]+", label.lower()))
-    found = [category for category, vocab in keywords.items() if words & vocab]
+    found_words = set(words(label))
+    found = [category for category, vocab in keywords.items() if found_words & vocab]
     return found or [OTHER]
 
 
@@ -50,7 +51,7 @@ PROMPT = ("A feature of a vision model is described as: \"{label}\". Which one o
 
 
 def ask_category(judge, label: str, categories: Iterable[str]) -> list[str]:
-    """One category chosen by an explainer backend (`ask([], prompt)`); ["other"] when its answer names none."""
+    """One category chosen by a backend (`ask([], prompt)`); ["other"] when its answer names none."""
     categories = list(categories)
     answer = judge.ask([], PROMPT.format(label=label, categories=", ".join(categories))).lower()
     hits = [(answer.find(c), c) for c in categories if re.search(rf"\b{re.escape(c)}\b", answer)]

@@ -1,8 +1,10 @@
 """Detection: a judge model says whether an explanation applies to held-out images (delphi's detection).
 
-The judge is any explainer backend, through `ask(images, prompt) -> str`; the answer is parsed as
-yes/no, so it works with API models that return no log-probabilities. When the judge also has
-`yes_probability(images, prompt) -> float | None`, AUROC is reported too.
+The judge is any backend (lmmsae.backends); each request asks for the first answer token's
+log-probabilities. The answer is parsed as yes/no (balanced accuracy, F1), so a judge without
+log-probabilities works; where the backend returns them (the local transformers backend, an
+OpenAI-compatible server sending `logprobs`), P(yes) gives AUROC too, else `auroc` is null and
+`auroc_reason` says why.
 
 Images judged (unmasked, one per request, in a seeded shuffled order):
 * positives: `n_positive` held-out activating examples (the ranks after the `skip_top` the explainer saw);
@@ -17,31 +19,18 @@ random other features (balanced accuracy; chance is 0.5).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from lmmsae.errors import UserError
 from lmmsae.records import Explanation, FeatureRecord
 from lmmsae.scorers.base import Scorer, ScoringContext, example_image, label_of, skipped
 from lmmsae.scorers.baselines import image_draws, label_draws, mean_std
+from lmmsae.text import parse_yes_no, yes_probability
 
 DEFAULT_PROMPT = ("Here is a description of a visual feature: \"{label}\". Does this image contain it? "
                   "Answer with one word: yes or no.")
-_YES = re.compile(r"\b(yes|true)\b", re.I)
-_NO = re.compile(r"\b(no|false)\b", re.I)
-
-
-def parse_yes_no(text: str | None) -> bool | None:
-    """True for yes, False for no, None when the answer says neither (or both)."""
-    if not text:
-        return None
-    yes, no = _YES.search(text), _NO.search(text)
-    if yes and no:
-        return yes.start() < no.start()
-    return True if yes else False if no else None
 
 
 def balanced_accuracy(truth: Sequence[bool], predicted: Sequence[bool]) -> float | None:
@@ -73,8 +62,8 @@ def auroc(truth: Sequence[bool], scores: Sequence[float]) -> float | None:
 class DetectionScorer(Scorer):
     @dataclass
     class Options:
-        judge: str = ""                  # explainer name used as judge; "" = the run's explainer
-        judge_options: dict = field(default_factory=dict)
+        judge: str = ""                  # backend asked; "" = the run's explainer's backend
+        judge_options: dict = field(default_factory=dict)   # its options (over the explainer's, for "")
         n_positive: int = 5              # held-out activating images
         n_negatives: int = 5             # images where the latent never fires
         negatives: Literal["random", "similar"] = "random"
@@ -86,10 +75,10 @@ class DetectionScorer(Scorer):
 
     @classmethod
     def preflight(cls, options) -> None:
-        if options.judge:  # "" = the run's explainer, checked as the explainer
+        if options.judge:  # "" = the run's explainer's backend, checked with the explainer
             from lmmsae import plugins
 
-            judge = plugins.get("explainers", options.judge)
+            judge = plugins.get("backends", options.judge)
             judge.load().preflight(judge.options(options.judge_options))
         if options.negatives == "similar":
             from lmmsae.scorers.clip import check_clip_weights
@@ -115,7 +104,7 @@ class DetectionScorer(Scorer):
         items = self._items(record, ctx)
         if not any(kind == "positive" for kind, _, _ in items):
             return skipped("no held-out activating examples: cache more examples than the explainer sees")
-        judge, judge_name = self._judge(ctx)
+        judge = ctx.backend(o.judge, o.judge_options)
         result = self._judge_all(judge, label, items)
         labels = label_draws(ctx.rng(record.latent, "detection-labels"), ctx.labels, record.latent, o.baseline_draws)
         base = [self._judge_all(judge, other, items)["balanced_accuracy"] for other in labels]
@@ -123,7 +112,7 @@ class DetectionScorer(Scorer):
         return {
             "score": result.pop("balanced_accuracy"), **result,
             "n": len(items), "images": [sid for _, sid, _ in items], "kinds": [k for k, _, _ in items],
-            "model": {"judge": judge_name, **o.judge_options},
+            "model": {"judge": judge.name, **o.judge_options},
             "baseline_mean": base_mean, "baseline_std": base_std,
             "baseline": {"kind": "random-labels", "draws": len(labels), "chance": 0.5,
                          "what": "balanced accuracy of the same judge on the same images with other features' labels"},
@@ -145,28 +134,31 @@ class DetectionScorer(Scorer):
         order = ctx.rng(record.latent, "detection-order").permutation(len(items))
         return [items[i] for i in order]
 
-    def _judge(self, ctx: ScoringContext):
-        o = self.options
-        if o.judge:
-            return ctx.explainer(o.judge, o.judge_options), o.judge
-        if ctx.judge is None:
-            raise UserError("detection scorer: no judge; set -o scorers.N.judge=<explainer name>")
-        if hasattr(ctx.judge, "ask"):
-            return ctx.judge, getattr(ctx.judge, "name", type(ctx.judge).__name__)
-        return ctx.explainer(ctx.judge.name, {**ctx.judge.options, **o.judge_options}), ctx.judge.name
-
     def _judge_all(self, judge, label: str, items) -> dict[str, Any]:
+        """One request per image (answer and first-token log-probabilities); a failed request raises."""
+        from lmmsae.backends.base import Query
+
         prompt = self.options.prompt.format(label=label)
         truth = [kind == "positive" for kind, _, _ in items]
-        answers = judge.ask_many([([image], prompt) for _, _, image in items])
-        parsed = [parse_yes_no(a) for a in answers]
+        answers = judge.complete(Query([image], prompt, logprobs=True) for _, _, image in items)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        parsed = [parse_yes_no(a.text) for a in answers]
         predicted = [bool(p) for p in parsed]
-        probability = getattr(judge, "yes_probability", None)
-        probs = [probability([image], prompt) for _, _, image in items] if probability else None
-        return {
+        probs = [yes_probability(a.logprobs) for a in answers]
+        missing = sum(p is None for p in probs)
+        result = {
             "balanced_accuracy": balanced_accuracy(truth, predicted),
             "f1": f1(truth, predicted),
-            "auroc": auroc(truth, probs) if probs and all(p is not None for p in probs) else None,
+            "auroc": None if missing else auroc(truth, probs),
             "unparsed": sum(p is None for p in parsed),
-            "answers": answers,
+            "answers": [a.text for a in answers],
+            "p_yes": probs,
         }
+        if missing:
+            result["auroc_reason"] = (f"backend {judge.name!r} returns no log-probabilities"
+                                      if not judge.offers_logprobs or all(a.logprobs is None for a in answers)
+                                      else f"neither yes nor no among the top log-probabilities for {missing} "
+                                           f"of {len(answers)} images")
+        return result

@@ -20,12 +20,12 @@ Matching rule (documented in docs/scorers.md):
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
 from lmmsae.datasets.shapes import BACKGROUNDS, COLORS, SHAPES, SIZES
+from lmmsae.text import words
 
 SYNONYMS = {
     "gray": "grey", "violet": "purple", "big": "large", "tiny": "small", "little": "small",
@@ -41,10 +41,10 @@ COLS = {"left": 0, "right": 2}
 BACKGROUND_WORDS = set(BACKGROUNDS)
 
 
-def words(label: str) -> list[str]:
-    """Normalised words of a label: lower case, letters only, synonyms and plurals mapped."""
+def label_words(label: str) -> list[str]:
+    """Normalised words of a label: lower case, synonyms and plurals mapped."""
     out = []
-    for w in re.findall(r"[a-z]+", label.lower()):
+    for w in words(label):
         w = SYNONYMS.get(w, w)
         if w not in BACKGROUND_WORDS and w.endswith("es") and w[:-2] in VOCABULARY["shape"] | {"cross"}:
             w = w[:-2]
@@ -56,7 +56,7 @@ def words(label: str) -> list[str]:
 
 def named(label: str, truth: dict[str, Any]) -> dict[str, set]:
     """What the label names: attribute -> values, plus 'row', 'col', 'center', 'background'."""
-    ws = set(words(label))
+    ws = set(label_words(label))
     vocab = {f: set(v) for f, v in VOCABULARY.items()}
     for obj in truth.get("objects", []):
         for f in OBJECT_FIELDS:

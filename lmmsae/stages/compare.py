@@ -134,7 +134,7 @@ def compare(ctx, opts: Options, chosen: list[Entrant]) -> dict[str, Any]:
     """Explain and score with every entrant, each explanation and score file made only when its unit
     is not current; returns the summary over all of them."""
     from lmmsae import plugins
-    from lmmsae.explainers.cache import ResponseCache
+    from lmmsae.backends.cache import ResponseCache
     from lmmsae.explainers.store import read_explanations
     from lmmsae.scorers.base import ScoringContext, label_of
     from lmmsae.stages.score import score_explanations, scorer_names, store_records
@@ -171,7 +171,8 @@ def compare(ctx, opts: Options, chosen: list[Entrant]) -> dict[str, Any]:
                 explanations = [current[(hookpoint, lat)] for lat in latents if (hookpoint, lat) in current]
                 labels = {int(e.latent): label_of(e) for e in explanations if label_of(e)}
                 scoring = ScoringContext(dataset=dataset, seed=ctx.config.seed, device=ctx.config.device,
-                                         dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer)
+                                         dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer,
+                                         cache=cache)
                 for name, spec in zip(names, specs):
                     score_unit = ctx.unit(f"{artifacts.COMPARE_DIR}/scores/{name}/{entrant.id}.jsonl")
                     if not ctx.start(score_unit):

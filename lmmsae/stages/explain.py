@@ -31,7 +31,7 @@ class Options:
     examples: int = 0                   # examples fetched per feature (0 = the explainer's n_images, else 5)
     selection: Literal["top", "stratified", "random"] = "top"  # which activating images are shown
     retry_failed: bool = False          # ask again for features recorded as failed
-    refiner: str = ""                   # "" = no label refining; "self" = the explainer; or an explainer name
+    refiner: str = ""                   # "" = no label refining; "self" = the explainer's backend; or a backend name
     refiner_options: dict[str, Any] = field(default_factory=dict)
     label_words: int = 6                # refined labels have at most this many words
     features: str = ""                  # another features.h5 (default: this run's cache/features.h5)
@@ -46,7 +46,7 @@ CLI_PARAMS = [
     click.Option(["--n-features"], type=int, help="How many features to explain (0 = all alive)."),
     click.Option(["--latents"], type=int, multiple=True, help="Explain exactly these latents (repeatable)."),
     click.Option(["--retry-failed"], is_flag=True, help="Ask again for features recorded as failed."),
-    click.Option(["--refiner"], help="Refine explanations into short labels with this explainer ('self' = the same)."),
+    click.Option(["--refiner"], help="Refine explanations into short labels with this backend ('self' = the explainer's)."),
 ]
 
 
@@ -88,7 +88,7 @@ def run(ctx) -> None:
         return
     name = ctx.config.explainer.name
     features = features_path(ctx, opts.features)
-    from lmmsae.explainers.cache import ResponseCache
+    from lmmsae.backends.cache import ResponseCache
     from lmmsae.stores.features import FeatureStore
 
     with FeatureStore(features) as store:
@@ -147,14 +147,16 @@ def features_path(ctx, explicit: str = "") -> Path:
 
 
 def make_refiner(opts: Options, explainer, cache):
+    """The label refiner's backend (with the run's response cache), or None."""
     if not opts.refiner:
         return None
     if opts.refiner == "self":
-        return explainer
-    from lmmsae import plugins
+        if explainer.backend is None:
+            raise UserError(f"explain.refiner: explainer {explainer.name!r} has no backend; name one instead")
+        return explainer.backend
+    from lmmsae import backends
 
-    component = plugins.get("explainers", opts.refiner)
-    return component.load()(component.options(opts.refiner_options), name=opts.refiner, cache=cache)
+    return backends.build(opts.refiner, opts.refiner_options, cache=cache)
 
 
 def choose_latents(store, opts: Options, seed: int) -> list[int]:
@@ -197,9 +199,9 @@ def explain_features(store, explainer, out_path: str | Path, latents: list[int],
     done = {lat for (hp, lat), e in read_explanations(out_path).items()
             if hp == hookpoint and (e.status == "ok" or answered(e) and not opts.retry_failed)}
     todo = [lat for lat in latents if lat not in done]
-    n_images = int(getattr(explainer.options, "n_images", 5))
-    render = getattr(explainer.options, "render", "mask")
-    records = records_for(store, todo, opts.examples or n_images, opts.selection, dataset, render, seed)
+    request = explainer.record_request()
+    records = records_for(store, todo, opts.examples or request["n"], opts.selection, dataset, request["render"],
+                          seed)
     _write_identity(out_path, explainer)
     if log:
         log("explain-start", explainer=explainer.name, features=len(latents), todo=len(todo))

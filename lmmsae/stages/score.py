@@ -23,14 +23,14 @@ PAPER_CATEGORIES = ["scene", "object", "part", "material", "texture", "colour"]
 class Options:
     explainers: list[str] = field(default_factory=list)  # explanation files to score; [] = the run's explainer
     max_latents: int = 0                                 # 0 = every explained latent
-    labeller: str = "keywords"                           # keywords | none | an explainer name (asked per label)
-    categories: list[str] = field(default_factory=lambda: list(PAPER_CATEGORIES))  # for an explainer labeller
+    labeller: str = "keywords"                           # keywords | none | a backend name (asked per label)
+    categories: list[str] = field(default_factory=lambda: list(PAPER_CATEGORIES))  # for a backend labeller
     features: str = ""                                   # another features.h5 (default: this run's cache)
 
 
 CLI_PARAMS = [
     click.Option(["--max-latents"], type=int, help="Score at most this many explained features (0 = all)."),
-    click.Option(["--labeller"], help="Concept categories by 'keywords' (default), 'none', or an explainer name."),
+    click.Option(["--labeller"], help="Concept categories by 'keywords' (default), 'none', or a backend name."),
 ]
 
 
@@ -76,6 +76,7 @@ def explanations_input(ctx, explainer: str) -> tuple[tuple[str, ...], dict[str, 
 
 
 def run(ctx) -> None:
+    from lmmsae.backends.cache import ResponseCache
     from lmmsae.explainers.store import read_explanations
     from lmmsae.scorers.base import ScoringContext, label_of
     from lmmsae.stages.explain import explained_latents, features_path, output_path
@@ -105,7 +106,8 @@ def run(ctx) -> None:
                 explanations = explanations[:opts.max_latents]
             labels = {int(e.latent): label_of(e) for e in explanations if label_of(e)}
             scoring = ScoringContext(dataset=dataset, seed=ctx.config.seed, device=ctx.config.device,
-                                     dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer)
+                                     dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer,
+                                     cache=ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)))
             for unit in units:
                 if not ctx.start(unit):
                     continue
@@ -184,7 +186,7 @@ def categorizer(opts: Options, scoring) -> Callable[[str], list[str]]:
 
     if opts.labeller == "keywords":
         return keyword_categories
-    judge = scoring.explainer(opts.labeller)
+    judge = scoring.backend(opts.labeller)
     return lambda label: ask_category(judge, label, opts.categories)
 
 

@@ -112,8 +112,11 @@ def run(ctx) -> None:
     dataset = ctx.build("dataset")
     judge = concepts = None
     if opts.judge:
-        ecomp, eopts = ctx.component("explainer")
-        judge = ecomp.load()(eopts)
+        from lmmsae.backends import of_explainer
+        from lmmsae.backends.cache import ResponseCache
+
+        judge = of_explainer(ctx.config.explainer.name, ctx.config.explainer.options,
+                             cache=ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)))
         concepts = explanations_by_latent(ctx.run.file(f"{artifacts.EXPLANATIONS_DIR}/{ctx.config.explainer.name}.jsonl"))
     from lmmsae.loader import Policy
 

@@ -1,21 +1,15 @@
 """Did steering work, and at what cost? Concept appearance (keywords, ground truth or a judge) and
 drift (KL of next-token distributions, length, repetition) between original and steered outputs.
 
-The text measures are plain Python; `logit_kl` needs torch and `judge_concept` an explainer.
+The text measures are plain Python; `logit_kl` needs torch and `judge_concept` a backend.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Iterable, Sequence
 
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-def words(text: str) -> list[str]:
-    """Lower-case word tokens (punctuation dropped)."""
-    return _WORD.findall(text.lower())
+from lmmsae.text import parse_yes_no, words
 
 
 def mentions(text: str, keywords: str | Iterable[str]) -> bool:
@@ -37,14 +31,6 @@ def concept_appeared(original: str, steered: str, keywords: str | Iterable[str])
     return mentions(steered, keywords) and not mentions(original, keywords)
 
 
-def parse_yes_no(text: str | None) -> str | None:
-    """'yes' / 'no' from the first yes-or-no word of an answer; None when there is none."""
-    for w in words(text or ""):
-        if w in ("yes", "no"):
-            return w
-    return None
-
-
 JUDGE_PROMPT = (
     "Here is a text written by a model:\n\n{text}\n\n"
     "Does this text mention or clearly refer to the concept \"{concept}\"? Answer with one word: yes or no."
@@ -53,10 +39,9 @@ JUDGE_PROMPT = (
 
 def judge_concept(judge, text: str, concept: str, images: list | None = None,
                   prompt: str = JUDGE_PROMPT) -> bool | None:
-    """Ask a judge (any explainer backend, through `ask(images, prompt)`) whether the text shows the
-    concept; None when the judge's answer holds neither yes nor no."""
-    answer = parse_yes_no(judge.ask(list(images or []), prompt.format(text=text, concept=concept)))
-    return None if answer is None else answer == "yes"
+    """Ask a judge (any backend, through `ask(images, prompt)`) whether the text shows the concept;
+    None when the judge's answer holds neither yes nor no."""
+    return parse_yes_no(judge.ask(list(images or []), prompt.format(text=text, concept=concept)))
 
 
 def repetition(text: str, n: int = 2) -> float:

@@ -1,14 +1,14 @@
-"""The anthropic and openai-compatible explainers, with the real client libraries, against a local server."""
+"""The anthropic and openai-compatible backends under the paper's explainer, with the real client
+libraries, against a local server."""
 
 from __future__ import annotations
 
 import pytest
 
 from records import make_records
+from lmmsae import plugins
+from lmmsae.backends.cache import ResponseCache
 from lmmsae.errors import UserError
-from lmmsae.explainers.anthropic import AnthropicExplainer
-from lmmsae.explainers.cache import ResponseCache
-from lmmsae.explainers.openai_compatible import OpenAICompatibleExplainer
 from lmmsae.explainers.store import ExplanationWriter, done_keys
 
 SECRET = "sk-test-0123456789-secret"
@@ -16,13 +16,13 @@ BACKENDS = ["anthropic", "openai-compatible"]
 
 
 def make(backend: str, server, cache=None, **options):
-    base = dict(backoff=0.01, backoff_max=0.05, timeout=0.5, concurrency=4, max_retries=3)
-    base.update(options)
-    if backend == "anthropic":
-        return AnthropicExplainer(AnthropicExplainer.Options(base_url=server.url, api_key_env="TEST_KEY", **base),
-                                  name=backend, cache=cache)
-    return OpenAICompatibleExplainer(OpenAICompatibleExplainer.Options(
-        model="test-vlm", base_url=server.url + "/v1", api_key_env="TEST_KEY", **base), name=backend, cache=cache)
+    """The registered explainer `backend` (the paper's prompt over that backend), as a run builds it."""
+    base = dict(backoff=0.01, backoff_max=0.05, timeout=0.5, concurrency=4, max_retries=3, api_key_env="TEST_KEY",
+                base_url=server.url if backend == "anthropic" else server.url + "/v1")
+    if backend == "openai-compatible":
+        base["model"] = "test-vlm"
+    component = plugins.get("explainers", backend)
+    return component.load()(component.options({**base, **options}), name=backend, cache=cache)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +57,7 @@ def test_rate_limits_server_errors_timeouts_and_garbage_are_retried(backend, ser
     x = make(backend, server, max_retries=6, timeout=1.5)
     out = by_latent(x.explain(make_records(["red", "green", "blue", "yellow", "orange", "red", "green", "blue"])))
     assert len(out) == 8 and all(e.status == "ok" for e in out.values())
-    assert x.stats["retries"] == 6 and x.stats["requests"] == 8 + 6
+    assert x.backend.stats["retries"] == 6 and x.backend.stats["requests"] == 8 + 6
     assert sum(e.meta["attempts"] for e in out.values()) == 14
 
 
@@ -118,7 +118,7 @@ def test_resume_after_a_crash_never_sends_a_request_twice(backend, server, tmp_p
     assert len(done_keys(path)) == 10
     digests = server.digests()
     assert len(digests) == len(set(digests)) == 10  # each feature's request went out exactly once
-    assert x.stats["cache_hits"] == len(first) - 4  # answers that arrived during the crash were not paid again
+    assert x.backend.stats["cache_hits"] == len(first) - 4  # answers that arrived during the crash were not paid again
 
 
 def test_token_cap_stops_spending_and_records_the_rest_as_failed(server):
@@ -126,7 +126,7 @@ def test_token_cap_stops_spending_and_records_the_rest_as_failed(server):
     out = by_latent(x.explain(make_records(["red"] * 6)))
     assert [out[i].status for i in range(6)] == ["ok"] * 3 + ["failed"] * 3
     assert all("token cap reached" in out[i].reason for i in (3, 4, 5))
-    assert len(server.log) == 3 and x.budget.spent == 330
+    assert len(server.log) == 3 and x.backend.budget.spent == 330
 
 
 def test_anthropic_request_shape_images_and_cached_instructions(server):
@@ -154,8 +154,8 @@ def test_openai_request_shape(server):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_ask_is_a_generic_judge(backend, server):
-    x = make(backend, server)
+def test_the_backend_is_a_generic_judge(backend, server):
+    x = make(backend, server).backend
     images = [make_records(["green"])[0].examples[0].image]
     assert x.ask(images, "what colour?") == "The highlighted regions are all green.\n[EXPLANATION]: green regions"
     answers = x.ask_many([(images, "q1"), ([], "q2")])

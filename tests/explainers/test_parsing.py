@@ -1,13 +1,10 @@
-"""Parsing answers, the common-words aggregation, label refining, and the response cache."""
+"""Parsing answers, the common-words aggregation and label refining."""
 
 from __future__ import annotations
 
 import pytest
-from PIL import Image
 
-from lmmsae.explainers.base import Answer, Explainer, Query
-from lmmsae.explainers.cache import ResponseCache, request_key
-from lmmsae.explainers.local import common_words
+from lmmsae.explainers.common_words import common_words
 from lmmsae.explainers.parsing import parse_answer
 from lmmsae.explainers.refine import parse_label, refine
 from lmmsae.records import Explanation
@@ -51,42 +48,30 @@ def test_parse_label():
     assert parse_label("") is None
 
 
-class Echo(Explainer):
-    """A judge that labels by the last word of the explanation it is shown."""
-
-    def explain(self, records):
-        return iter(())
-
-    def ask(self, images, prompt):
-        text = prompt.split('"')[1]
-        if "fail" in text:
-            raise RuntimeError("backend down")
-        return f"[LABEL]: {text.split()[-1]}"
+def label_by_last_word(body):
+    """A refiner model that labels by the last word of the explanation it is shown; answers nothing for "mute"."""
+    text = body["messages"][-1]["content"][-1]["text"].split('"')[1]
+    return "" if "mute" in text else f"[LABEL]: {text.split()[-1]}"
 
 
-def test_refine_sets_labels_on_explained_features_only():
-    items = [Explanation(0, "h", "x", "the regions are red circles"), Explanation(1, "h", "x", None, "failed", "r"),
-             Explanation(2, "h", "x", "please fail"), Explanation(3, "h", "x", "done", label="kept")]
-    out = refine(items, Echo(name="echo"))
-    assert [e.label for e in out] == ["circles", None, None, "kept"]
-    assert out[0].meta["label_by"] == "echo" and "backend down" in out[2].meta["label_error"]
+def test_refine_sets_labels_on_explained_features_only(monkeypatch):
+    from fake_lmm_server import FakeLMMServer
 
+    from lmmsae.backends import build
 
-def test_cache_key_depends_on_model_prompt_and_pixels_and_persists(tmp_path):
-    a = Image.new("RGB", (8, 8), (10, 20, 30))
-    b = a.copy()
-    b.putpixel((3, 3), (10, 20, 31))
-    q = Query([a], "p", "s")
-    key = request_key({"model": "m"}, q)
-    assert key == request_key({"model": "m"}, Query([a.copy()], "p", "s"))
-    others = [request_key({"model": "n"}, q), request_key({"model": "m"}, Query([b], "p", "s")),
-              request_key({"model": "m"}, Query([a], "p2", "s")), request_key({"model": "m"}, Query([a], "p", "")),
-              request_key({"model": "m"}, q, variant=1), request_key({"model": "m"}, Query([a, a], "p", "s"))]
-    assert len({key, *others}) == 7
-    cache = ResponseCache(tmp_path / "r.sqlite")
-    cache.put(key, "m", Answer("hello", tokens=12, usage={"input_tokens": 10}))
-    cache.close()
-    again = ResponseCache(tmp_path / "r.sqlite")
-    hit = again.get(key)
-    assert hit.text == "hello" and hit.cached and hit.tokens == 0 and hit.usage == {"input_tokens": 10}
-    assert again.get(others[0]) is None and len(again) == 1
+    server = FakeLMMServer(responder=label_by_last_word).start()
+    try:
+        refiner = build("openai-compatible", {"model": "m", "base_url": server.url + "/v1", "concurrency": 1,
+                                              "max_retries": 0})
+        items = [Explanation(0, "h", "x", "the regions are red circles"), Explanation(1, "h", "x", None, "failed", "r"),
+                 Explanation(2, "h", "x", "please fail"), Explanation(3, "h", "x", "done", label="kept"),
+                 Explanation(4, "h", "x", "mute")]
+        server.inject("ok", "400")  # concurrency 1: the second request (feature 2's) is refused
+        out = refine(items, refiner)
+    finally:
+        server.stop()
+    assert [e.label for e in out] == ["circles", None, None, "kept", None]
+    assert out[0].meta["label_by"] == "openai-compatible"
+    assert "BadRequestError (400)" in out[2].meta["label_error"]
+    assert out[4].meta["label_error"] == "no label in the refiner's answer ''"
+    assert len(server.log) == 3  # explained features without a label only

@@ -2,7 +2,7 @@
 
 Oracle features (tests/stages/truth_features.py): latent j fires exactly on the pixels of objects with
 attribute j (or on the background of images with background j). Their top-5 masked views go through the `toy-llava` explainer (per-image descriptions,
-then the words shared by >= 80% of them). Skipped until the toy weights are shipped.
+then the words shared by >= 80% of them). The toy weights ship with the package: missing, the test fails.
 """
 
 from __future__ import annotations

@@ -90,7 +90,9 @@ def test_explain_writes_every_feature_resumes_and_never_pays_twice(make_ctx, ser
     sent = len(server.log)
     assert 4 <= sent <= 6 and ctx.run.is_complete(REL)
     identity = json.loads(ctx.run.file("explanations/openai-compatible.json").read_text())
-    assert identity["options"]["model"] == "honest" and identity["options"]["api_key_env"] == "TEST_KEY"
+    backend = identity["options"]["backend_options"]
+    assert identity["options"]["backend"] == "openai-compatible"
+    assert backend["model"] == "honest" and backend["api_key_env"] == "TEST_KEY"
 
     # a crash: the completion marker never written, the file cut inside the third record
     path = ctx.run.file(REL)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmmsae.steering.evaluate import (concept_appeared, concept_rate, judge_concept, logit_kl, mentions,
-                                      parse_yes_no, repetition, summarize, text_drift)
+                                      repetition, summarize, text_drift)
 
 
 def test_mentions_whole_words_and_phrases():
@@ -37,12 +37,7 @@ def test_logit_kl_known_values():
     assert math.isnan(logit_kl(clean, steered, torch.tensor([[False, False]]))[0])
 
 
-def test_parse_yes_no_and_judge():
-    assert parse_yes_no("Yes, there is.") == "yes"
-    assert parse_yes_no("no") == "no"
-    assert parse_yes_no("I cannot tell") is None
-    assert parse_yes_no(None) is None
-
+def test_judge_concept_reads_the_verdict():
     class Judge:
         def __init__(self, reply):
             self.reply, self.prompts = reply, []

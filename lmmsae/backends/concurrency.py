@@ -1,6 +1,8 @@
 """Bounded concurrency, retries with backoff, a token spending cap, and async work seen as an iterator.
 
 We retry ourselves (clients run with max_retries=0) so every attempt is counted, bounded and logged.
+Every task started here is awaited on every exit path (success, failure, cancellation), so no error
+escapes as an unretrieved task exception, unscrubbed, on stderr.
 """
 
 from __future__ import annotations
@@ -8,12 +10,16 @@ from __future__ import annotations
 import asyncio
 import queue
 import random
+import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+
+from lmmsae.errors import UserError
+from lmmsae.secrets import scrub
 
 
-class RequestFailed(Exception):
+class RequestFailed(RuntimeError):
     """A request that will not succeed (retries exhausted or a non-retryable error); the feature fails."""
 
     def __init__(self, reason: str, attempts: int = 0):
@@ -58,7 +64,7 @@ class TokenBudget:
     def check(self) -> None:
         if self.cap and self.spent >= self.cap:
             raise BudgetExhausted(f"token cap reached ({self.spent} of {self.cap} tokens spent); "
-                                  f"raise the cap and re-run with retry_failed to continue")
+                                  f"raise the cap and re-run with --resume to continue")
 
     def add(self, tokens: int) -> None:
         with self._lock:
@@ -76,7 +82,7 @@ async def call_with_retries(call: Callable[[], Awaitable[Any]], classify: Callab
         attempt += 1
         try:
             return await call(), attempt
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, UserError):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure gets classified and recorded
             verdict, retry_after = classify(exc)
@@ -93,22 +99,24 @@ async def call_with_retries(call: Callable[[], Awaitable[Any]], classify: Callab
 
 
 def describe(exc: BaseException) -> str:
-    """One line naming the error (status code when there is one)."""
+    """One line naming the error (status code when there is one), secrets masked."""
     status = getattr(exc, "status_code", None)
-    text = " ".join(str(exc).split())[:200]
+    text = scrub(" ".join(str(exc).split()))[:200]
     kind = type(exc).__name__
     return f"{kind} ({status}): {text}" if status else f"{kind}: {text}"
 
 
 async def bounded_map(items: Iterator[Any], work: Callable[[Any], Awaitable[Any]], window: int,
                       drain: float = 0.0, on_stop: Callable[[], None] | None = None) -> AsyncIterator[Any]:
-    """Apply `work` to items, at most `window` at a time, pulling items lazily; yield results as they finish.
+    """Apply `work` to items, at most `window` at a time, pulling items lazily; yield results as they finish
+    (those finishing together in the order they started, so a deterministic backend gives the same order).
 
     When the consumer stops early, work in flight gets up to `drain` seconds to finish (an answer
     already paid for lands in the response cache) before it is cancelled; `on_stop` is called first,
     so that work not yet started can decline to start.
     """
     pending: set[asyncio.Task] = set()
+    started: list[asyncio.Task] = []
     items = iter(items)
     exhausted = False
     try:
@@ -119,11 +127,14 @@ async def bounded_map(items: Iterator[Any], work: Callable[[Any], Awaitable[Any]
                 except StopIteration:
                     exhausted = True
                     break
-                pending.add(asyncio.ensure_future(work(item)))
+                task = asyncio.ensure_future(work(item))
+                pending.add(task)
+                started.append(task)
             if not pending:
                 return
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
+            for task in [t for t in started if t in done]:  # tasks finished together: in start order, so reruns match
+                started.remove(task)
                 yield task.result()
     finally:
         if pending and on_stop is not None:
@@ -132,8 +143,29 @@ async def bounded_map(items: Iterator[Any], work: Callable[[Any], Awaitable[Any]
             _, pending = await asyncio.wait(pending, timeout=drain)
         for task in pending:
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        if started:  # also the finished ones not yet yielded: their errors are retrieved here, not lost
+            await asyncio.gather(*started, return_exceptions=True)
+
+
+async def settle(coros: Iterable[Awaitable[Any]], keep: tuple[type[BaseException], ...] = (RequestFailed,)) -> list[Any]:
+    """Results of all `coros`, in order, with `keep` exceptions returned in place of a result.
+
+    Any other exception (a Fatal, a UserError, a bug) cancels the rest, waits for them, and is raised.
+    """
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = task.exception()
+                if error is not None and not isinstance(error, keep):
+                    raise error
+        return [t.exception() or t.result() for t in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def iterate_async(make: Callable[[], AsyncIterator[Any]]) -> Iterator[Any]:
@@ -152,6 +184,7 @@ def iterate_async(make: Callable[[], AsyncIterator[Any]]) -> Iterator[Any]:
 
     def runner():
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_report_loop_error)
         state["loop"] = loop
         try:
             loop.run_until_complete(main())
@@ -159,6 +192,7 @@ def iterate_async(make: Callable[[], AsyncIterator[Any]]) -> Iterator[Any]:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
             out.put(("error", exc))
         finally:
+            _cancel_leftovers(loop)
             loop.close()
 
     thread = threading.Thread(target=runner, name="lmmsae-explain", daemon=True)
@@ -186,6 +220,23 @@ def iterate_async(make: Callable[[], AsyncIterator[Any]]) -> Iterator[Any]:
                 except RuntimeError:  # the loop already finished and closed
                     pass
         thread.join()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel and await tasks still pending when the work ended (as asyncio.run does)."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
+
+
+def _report_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """An error the event loop could not hand to anyone: one scrubbed line on stderr, never a traceback."""
+    error = context.get("exception")
+    detail = describe(error) if error is not None else ""
+    print(scrub(f"lmmsae: {context.get('message', 'asyncio error')}: {detail}"), file=sys.stderr)
 
 
 def run_sync(make: Callable[[], Awaitable[Any]]) -> Any:

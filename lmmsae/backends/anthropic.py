@@ -1,24 +1,25 @@
-"""Claude through the official `anthropic` client: images as base64 content blocks, the fixed
-instructions in a cached system prompt (prompt caching), async with bounded concurrency."""
+"""Claude through the official `anthropic` client: images as base64 content blocks, a repeated system
+prompt marked for prompt caching. The Messages API returns no log-probabilities."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmmsae.explainers.api import APIExplainer, classify_api_error, encode_image
-from lmmsae.explainers.base import Answer, Query
+from lmmsae.backends.api import APIBackend, classify_api_error, encode_image
+from lmmsae.backends.base import Answer, Query
 
 
-class AnthropicExplainer(APIExplainer):
-    """Claude as the explainer. The key comes from $ANTHROPIC_API_KEY (or the variable named by api_key_env)."""
+class AnthropicBackend(APIBackend):
+    """The key comes from $ANTHROPIC_API_KEY (or the variable named by api_key_env)."""
 
     @dataclass
-    class Options(APIExplainer.Options):
+    class Options(APIBackend.Options):
         model: str = "claude-sonnet-5-5"
         api_key_env: str = "ANTHROPIC_API_KEY"
-        prompt_caching: bool = True   # mark the system prompt + instructions as a cache breakpoint
+        prompt_caching: bool = True   # mark a repeated system prompt as a cache breakpoint
 
-    sdk = "anthropic"  # imported on use: a missing key must fail before the SDK's seconds of imports
+    kind = "anthropic"
+    sdk = "anthropic"
 
     def make_client(self, api_key):
         import anthropic as anthropic_sdk
@@ -27,7 +28,7 @@ class AnthropicExplainer(APIExplainer):
         return anthropic_sdk.AsyncAnthropic(api_key=api_key, base_url=o.base_url or None,
                                             max_retries=0, timeout=o.timeout)
 
-    async def send(self, client, query: Query, cache_instructions: bool) -> Answer:
+    async def send(self, client, query: Query) -> Answer:
         o = self.options
         content = []
         for image in query.images:
@@ -37,7 +38,7 @@ class AnthropicExplainer(APIExplainer):
         kwargs = {}
         if query.system:
             block = {"type": "text", "text": query.system}
-            if o.prompt_caching and cache_instructions:
+            if o.prompt_caching and query.reuse_system:
                 block["cache_control"] = {"type": "ephemeral"}
             kwargs["system"] = [block]
         if o.temperature is not None:
