@@ -51,6 +51,7 @@ class Unit:
     needed: bool = True
     read: dict[str, str] = field(default_factory=dict)      # input path -> instance it will read
     pending: str = ""                           # what a skipped unit would need (e.g. "rerun: changed: ...")
+    made_from: dict[str, str] = field(default_factory=dict)  # input path -> its fingerprint
 
     @property
     def current(self) -> bool:
@@ -135,6 +136,7 @@ def _fingerprints(plan: Plan) -> None:
     for unit in plan.units:  # stages come in pipeline order: inputs are fingerprinted first
         inputs = {p: plan.by_path[p].fingerprint for p in unit.inputs}
         optional = {p: plan.by_path[p].fingerprint for p in unit.optional if p in plan.by_path}
+        unit.made_from = {**inputs, **optional}
         unit.records = digest({"stage": unit.stage, "options": unit.options, "inputs": inputs,
                                "optional": optional, "external": unit.external})
         unit.fingerprint = digest({"records": unit.records, "extent": unit.extent})
@@ -194,21 +196,35 @@ def _status(unit: Unit, state: dict | None, plan: Plan, run, forced: bool) -> tu
             retry = int((state.get("info") or {}).get("retry") or 0)
             return ("resume", f"{retry} failed record(s) are tried again") if retry else ("current", "")
         if same_records and unit.extensible:
-            return "extend", f"changed: {_changes({unit.stage: state.get('extent')}, {unit.stage: unit.extent}, unit.stage)}"
-        return "rerun", f"changed: {_changes(state.get('options'), unit.options, unit.stage)}"
+            return "extend", f"changed: {_keys({unit.stage: state.get('extent')}, {unit.stage: unit.extent})}"
+        return "rerun", f"changed: {_changes(state, unit)}"
     if same_records and not moved:
         return "resume", "interrupted"
     if moved:
         return "rerun", f"interrupted, and {_names(moved)} changed since"
-    return "rerun", f"interrupted, and changed: {_changes(state.get('options'), unit.options, unit.stage)}"
+    return "rerun", f"interrupted, and changed: {_changes(state, unit)}"
 
 
 def _names(paths: list[str]) -> str:
     return ", ".join(paths)
 
 
-def _changes(old: Any, new: Any, stage: str) -> str:
-    keys = _diff(old if isinstance(old, dict) else {}, new or {})
+def _changes(state: dict, unit: Unit) -> str:
+    """What differs between the state's making and the plan: own options, external files, or what it read."""
+    keys = _diff(state.get("options") if isinstance(state.get("options"), dict) else {}, unit.options or {})
+    keys += [f"{name} (on disk)" for name in sorted(set(state.get("external") or {}) | set(unit.external))
+             if (state.get("external") or {}).get(name) != unit.external.get(name)]
+    made = state.get("made_from") or {}
+    keys += [f"{path} (what it reads)" for path in sorted(set(made) | set(unit.made_from))
+             if made.get(path) != unit.made_from.get(path)]
+    return _keys_text(keys)
+
+
+def _keys(old: Any, new: Any) -> str:
+    return _keys_text(_diff(old if isinstance(old, dict) else {}, new or {}))
+
+
+def _keys_text(keys: list[str]) -> str:
     return ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else "") if keys else "its inputs"
 
 

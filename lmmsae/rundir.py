@@ -131,7 +131,8 @@ class RunDir:
 
     def _write_state(self, unit, fields: dict[str, Any]) -> dict[str, Any]:
         state = {"stage": unit.stage, "fingerprint": unit.fingerprint, "records": unit.records,
-                 "options": unit.options, "extent": unit.extent, "external": unit.external, **fields}
+                 "options": unit.options, "extent": unit.extent, "external": unit.external,
+                 "made_from": unit.made_from, **fields}
         atomic_write_text(self.file(unit.path + artifacts.STATE_SUFFIX), json.dumps(state, indent=1, default=str) + "\n")
         return state
 

@@ -177,3 +177,24 @@ def test_a_scorer_is_added_to_an_existing_run(tmp_path):
     rows = plan_rows(plan.output)
     assert {"scores/clip/toy-llava.jsonl", "scores/iou/toy-llava.jsonl", "scores/detection/toy-llava.jsonl"} <= set(rows)
     assert "detection" not in (tmp_path / "a" / "run.yaml").read_text()  # --dry-run writes nothing
+
+
+def test_an_artifact_copied_from_another_run_is_never_read(tmp_path):
+    """features.h5 made with a 128-latent SAE, copied (with its state record) into a 256-latent run:
+    refused, because its fingerprint is not the one this run's config asks for."""
+    import shutil
+
+    from lmmsae.config import resolve
+    from lmmsae.context import RunContext
+    from lmmsae.errors import UserError
+    from lmmsae.stages import explain
+
+    small = make_run(tmp_path / "small", [])
+    config = resolve(base=small.config.to_dict(), overrides=[("sae.n_latents", 256)])
+    big = make_run(tmp_path / "big", [])
+    big = RunContext(config, big.run)
+    for suffix in ("", artifacts.STATE_SUFFIX):
+        shutil.copy(small.run.file(artifacts.FEATURES + suffix), big.run.file(artifacts.FEATURES + suffix))
+    with pytest.raises(UserError, match=r"cache/features.h5 is not current \(rerun: changed: sae \(what it reads\)"):
+        explain.run(big)
+    assert not big.run.file("explanations/toy-llava.jsonl").exists()
