@@ -17,6 +17,7 @@ class RunContext:
     overwrite: tuple[str, ...] = ()          # stages to remake even when current (--overwrite)
     runs: set = field(default_factory=set)   # the stages this command executes (set by plan_for)
     created: bool = False                    # this command created the run directory
+    changes: list = field(default_factory=list)  # config keys a --resume changed, not yet in run.yaml
     _plan: Any = field(default=None, repr=False)
     _built: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -70,13 +71,28 @@ class RunContext:
     def unit(self, path: str):
         return self._plan.unit(path)
 
+    def accept(self) -> None:
+        """The config is accepted (a stage checked its components and starts writing, or the command
+        succeeded): a --resume's changes go into run.yaml now, never for a command that was refused."""
+        if self.changes and self.run is not None:
+            self.run.write_config(self.config)
+            self.run.log("config-changed", changed=self.changes)
+            self.changes = []
+
+    def wants(self, unit) -> bool:
+        """Whether `unit` has work to do (a current one is logged as skipped). A stage checks this,
+        loads and checks its components, then calls `start`."""
+        if unit.current:
+            self.log("stage-skip", stage=unit.stage, path=unit.path, reason="current")
+        return unit.todo
+
     def start(self, unit) -> bool:
         """Get `unit` ready to be made, as its status says: False when it is current (nothing to do);
-        otherwise its inputs must be current, a stale output is discarded, and its state says running."""
-        if not unit.todo:
-            if unit.current:
-                self.log("stage-skip", stage=unit.stage, path=unit.path, reason="current")
+        otherwise its inputs must be current, the config is accepted, a stale output is discarded,
+        and its state says running. Stages call it after loading and checking their components."""
+        if not self.wants(unit):
             return False
+        self.accept()
         for path in (*unit.inputs,):
             self._plan.require(path, self.run.path.name)
         if unit.status in ("run", "rerun"):

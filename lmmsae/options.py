@@ -23,7 +23,7 @@ def parse_options(options_cls: type, values: dict[str, Any] | None, where: str, 
                 f"unknown option {key!r} for {where}.{did_you_mean(key, fields)} Valid options: {known}"
             )
     hints = typing.get_type_hints(options_cls)
-    coerced = {k: _coerce(v, hints.get(k, Any), f"{where}.{k}") for k, v in values.items()}
+    coerced = {k: _coerce(v, hints.get(k, Any), f"{section or where}.{k}") for k, v in values.items()}
     missing = [
         n for n, f in fields.items()
         if n not in coerced and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
@@ -34,6 +34,14 @@ def parse_options(options_cls: type, values: dict[str, Any] | None, where: str, 
         return options_cls(**coerced)
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad options for {where}: {exc}") from None
+
+
+def require(section: str, options: Any, **conditions: tuple[bool, str]) -> None:
+    """For an Options' __post_init__: one line naming the first option whose condition is false,
+    `name=(condition, what it must be)`, so a bad value fails when the config is read."""
+    for name, (ok, must) in conditions.items():
+        if not ok:
+            raise UserError(f"{section}.{name}={getattr(options, name)!r}: it must be {must}")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -289,7 +289,7 @@ class Trainer:
         save_file(tensors, str(folder / "trainer.safetensors"))
         state = {"step": self.step_count, "tokens": self.tokens, "name": entry.name, "hookpoint": entry.hookpoint,
                  "input_scale": entry.input_scale, "initialised": entry.initialised, "lr": entry.lr,
-                 "trainer_options": asdict(self.options), "data_cursor": data_cursor}
+                 "last_batch": entry.last, "trainer_options": asdict(self.options), "data_cursor": data_cursor}
         (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n")
 
     def load_checkpoint(self, root_for: Callable[[Entry], Path]) -> bool:
@@ -325,6 +325,7 @@ class Trainer:
         entry.sae.import_tensors(weights)
         entry.sae.to(self.device)
         entry.input_scale = float(state["input_scale"])
+        entry.last = dict(state.get("last_batch") or {})
         entry.initialised = bool(state["initialised"])
         entry.tokens_since_fired = extra["tokens_since_fired"].to(self.device)
         params = dict(entry.sae.named_parameters())

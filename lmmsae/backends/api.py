@@ -53,6 +53,14 @@ class APIBackend(Backend):
         image_format: Literal["png", "jpeg"] = "png"
         seed: int = 0                       # for retry jitter
 
+        def __post_init__(self):  # checked when the config is read, before any stage runs
+            from lmmsae.options import require
+
+            require("explainer", self, concurrency=(self.concurrency >= 1, "at least 1"),
+                    max_retries=(self.max_retries >= 0, ">= 0"), timeout=(self.timeout > 0, "> 0 seconds"),
+                    max_tokens=(self.max_tokens >= 1, "at least 1"), token_cap=(self.token_cap >= 0, ">= 0"),
+                    backoff=(self.backoff >= 0, ">= 0"))
+
     key_required = True
     sdk = ""  # the client package, imported on use: a missing key must fail before its seconds of imports
 

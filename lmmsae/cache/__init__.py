@@ -5,3 +5,5 @@ sample of activating images, negatives, statistics), in memory bounded by latent
 `stats` accumulates frequencies, `state` ties them together per batch, `select` picks examples for
 explainers and scorers. The on-disk form lives in `lmmsae.stores.features`.
 """
+
+POOLINGS = ("base_mean", "max", "mean")  # how an image's token activations rank it (lmmsae.cache.state)

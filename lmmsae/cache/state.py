@@ -18,7 +18,7 @@ from lmmsae.cache.stats import LatentStats
 from lmmsae.models.base import TokenKind
 from lmmsae.cache.tracker import TopTracker, random_keys, random_keys_at
 
-POOLINGS = ("base_mean", "max", "mean")
+from lmmsae.cache import POOLINGS  # noqa: E402
 NEGATIVE_SEED_OFFSET = 0x5EED
 
 

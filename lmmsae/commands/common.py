@@ -48,10 +48,11 @@ def dry_run_option(fn):
 def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] = (), stage: str | None = None,
                  runs: tuple[str, ...] | None = None, targets: tuple[str, ...] | None = None, create: bool = True):
     """Resolve the config (defaults < file < flags < overrides), validate it, plan the stages `runs`
-    (default: `stage` alone), and only then create or update the run directory.
+    (default: `stage` alone), and only then create the run directory.
 
-    Nothing is written when anything fails before that point: no run folder for a rejected new run,
-    no new run.yaml for a rejected --resume. On --resume every section may change: the plan says
+    Nothing is written when anything fails before that point: no run folder for a rejected new run.
+    A changed config of a --resume is saved to run.yaml only once a stage accepts it (its first
+    output starts, `RunContext.accept`) or the command succeeds. On --resume every section may change: the plan says
     which outputs that makes stale, and those are made again (`--dry-run` shows it first). The
     scorers of a resumed run are kept and `--scorer` adds to them.
 
@@ -102,8 +103,7 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
     ctx.plan.check_inputs()
     if params.get("resume"):
         if config.to_dict() != saved and leader:
-            run.write_config(config)
-            run.log("config-changed", stage=stage, changed=_diff(saved, config.to_dict()))
+            ctx.changes = _diff(saved, config.to_dict())  # saved by ctx.accept(), once a stage accepts it
         if leader:
             run.log("resume", stage=stage, runs=list(runs))
     else:
@@ -155,6 +155,7 @@ def run_stages(ctx, stages: tuple[str, ...]) -> None:
         ctx.log("stage-start", stage=stage)
         stage_module(stage).run(ctx)
         ctx.log("stage-done", stage=stage)
+    ctx.accept()
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:

@@ -301,15 +301,18 @@ class ShapesDataset(Dataset):
         max_objects: int = 3
         prompt: str = ""  # text prompt attached to every sample ("" = image only, as in the paper)
 
+        def __post_init__(self):  # checked when the config is read, before any stage runs
+            if self.n < 1:
+                raise ValueError(f"dataset.n = {self.n}: there must be at least one sample")
+            if self.split not in SPLITS:
+                raise ValueError(f"dataset.split must be one of {', '.join(SPLITS)}, not {self.split!r}")
+            if not 1 <= self.max_objects <= 9:
+                raise ValueError("dataset.max_objects must be between 1 and 9")
+            if self.image_size < 24:
+                raise ValueError("dataset.image_size must be at least 24")
+
     def __init__(self, options: "ShapesDataset.Options | None" = None):
-        options = options or self.Options()
-        if options.split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {options.split!r}")
-        if not 1 <= options.max_objects <= 9:
-            raise ValueError("max_objects must be between 1 and 9")
-        if options.image_size < 24:
-            raise ValueError("image_size must be at least 24")
-        super().__init__(options)
+        super().__init__(options or self.Options())
 
     def __len__(self) -> int:
         return int(self.options.n)

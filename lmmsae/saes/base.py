@@ -249,10 +249,10 @@ def _row_dots(a: Tensor, b: Tensor, rows: int = 512) -> Tensor:
 
 
 def require(options: Any, **conditions: tuple[bool, str]) -> None:
-    """One line naming the first option whose condition is false: name=(condition, what it must be)."""
-    for name, (ok, must) in conditions.items():
-        if not ok:
-            raise UserError(f"sae.{name}={getattr(options, name)!r}: it must be {must}")
+    """lmmsae.options.require for the `sae` section."""
+    from lmmsae.options import require as check
+
+    check("sae", options, **conditions)
 
 
 def check_d_in(sae: SAE, hookpoint: str, d_model: int) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 import click
 
 from lmmsae import artifacts
+from lmmsae.cache import POOLINGS
 from lmmsae.errors import UserError
+
 
 
 
@@ -37,6 +39,13 @@ class Options:
     prompt: str | None = None        # default: each sample's prompt, else the model's default
     shard_index: int | None = None   # this process's shard (default: torchrun's RANK)
     n_shards: int | None = None      # number of shards (default: torchrun's WORLD_SIZE)
+
+    def __post_init__(self):  # checked when the config is read, before any stage runs
+        if self.pooling not in POOLINGS:
+            raise UserError(f"cache.pooling = {self.pooling!r}: use one of {', '.join(POOLINGS)}")
+        if min(self.batch_size, self.checkpoint_every, self.n_top) < 1 or min(self.n_random, self.n_negatives) < 0:
+            raise UserError("cache.batch_size, checkpoint_every and n_top must be at least 1; n_random and "
+                            "n_negatives at least 0")
 
 
 CLI_PARAMS = [
@@ -70,15 +79,10 @@ def run(ctx) -> None:
     """Cache the run's SAE features; resume from the last checkpoint when interrupted."""
     opts = ctx.stage_options("cache", Options)
     (unit,) = ctx.units("cache")
-    if not unit.todo:
-        ctx.log("stage-skip", stage="cache", reason="current")
+    if not ctx.wants(unit):
         return
     rank, world = shard_of(opts)
     torchrun = "WORLD_SIZE" in os.environ and opts.n_shards is None
-    if not torchrun or rank == 0:
-        ctx.start(unit)
-    if torchrun and world > 1:
-        _barrier()
     device = ctx.config.device
     if world > 1 and device == "cuda":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
@@ -87,6 +91,11 @@ def run(ctx) -> None:
     hookpoint = adapter.resolve_hookpoints([opts.hookpoint or ctx.config.hookpoints[0]])[0]
     sae, sae_identity = load_sae_for(ctx, hookpoint, opts.sae_path, device)
     dataset = ctx.build("dataset")
+    check_options(opts, sae, hookpoint, adapter.d_model(hookpoint))
+    if not torchrun or rank == 0:
+        ctx.start(unit)
+    if torchrun and world > 1:
+        _barrier()
     attrs = {"hookpoint": hookpoint, "model": adapter.identity(), "sae": sae_identity,
              "dataset": {"name": ctx.config.dataset.name, **dataset.identity()}}
     out = ctx.run.file(artifacts.FEATURES if world == 1 else shard_paths(ctx.run.path, world)[rank])
@@ -103,6 +112,16 @@ def run(ctx) -> None:
                          skipped=len(policy.skipped))
         merge_shards(ctx, unit, world, rank, torchrun)
     ctx.log("cache-done", path=artifacts.FEATURES, complete=unit.current)
+
+
+def check_options(options: Options, sae, hookpoint: str, width: int) -> None:
+    """The SAE against the hookpoint, and the cache's latents against the SAE, before any work (a bad
+    one is one line, and nothing is discarded)."""
+    from lmmsae.cache.latents import parse_latents
+    from lmmsae.saes.base import check_d_in
+
+    check_d_in(sae, hookpoint, width)
+    parse_latents(options.latents, int(sae.n_latents))
 
 
 def _shard_unit(unit, run_path: Path, shard: Path):
@@ -184,17 +203,13 @@ def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, optio
 
     from lmmsae.cache.batches import encode_tokens, image_batch
     from lmmsae.cache.latents import parse_latents
-    from lmmsae.cache.state import POOLINGS, FeatureCache
+    from lmmsae.cache.state import FeatureCache
     from lmmsae.loader import Policy, load_batches
     from lmmsae.progress import track
     from lmmsae.saes.base import check_d_in
     from lmmsae.stores.features import FeatureWriter, write_cache
 
     options = options or Options()
-    if options.pooling not in POOLINGS:
-        raise UserError(f"cache.pooling = {options.pooling!r}: use one of {', '.join(POOLINGS)}")
-    if options.batch_size < 1:
-        raise UserError("cache.batch_size must be at least 1")
     out = Path(out)
     n = len(dataset) if options.n_images is None else min(int(options.n_images), len(dataset))
     start, stop = shard_range(n, *shard)

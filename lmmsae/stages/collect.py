@@ -30,6 +30,15 @@ class Options:
     prompt: str | None = None         # overrides the samples' and the model's prompt
     compression: str | None = None    # h5py filter, e.g. "lzf" or "gzip"
 
+    def __post_init__(self):  # checked when the config is read, before any stage runs
+        from lmmsae.models.base import TokenKind
+
+        TokenKind.parse(self.kinds)
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise UserError(f"collect.dtype = {self.dtype!r}: use float32, float16 or bfloat16")
+        if self.batch_size < 1 or (self.max_samples is not None and self.max_samples < 1):
+            raise UserError("collect.batch_size and collect.max_samples must be at least 1")
+
 
 CLI_PARAMS = [
     click.Option(["--batch-size", "batch_size"], type=int, help="Samples per forward pass."),
@@ -65,7 +74,7 @@ def units(ctx) -> list:
 
 def run(ctx) -> None:
     (unit,) = ctx.units("collect")
-    if not ctx.start(unit):
+    if not ctx.wants(unit):
         return
     opts = ctx.stage_options("collect", Options)
     rel = artifacts.ACTIVATIONS
@@ -73,6 +82,7 @@ def run(ctx) -> None:
     adapter = ctx.build("model")
     hookpoints = adapter.resolve_hookpoints(ctx.config.hookpoints)
     identity = {"name": ctx.config.dataset.name, **dataset.identity()}
+    ctx.start(unit)
     ctx.log("collect-start", hookpoints=hookpoints, resume=unit.status == "resume")
     info = collect(adapter, dataset, hookpoints, ctx.run.file(rel), opts, dataset_identity=identity,
                    log=ctx.log, model_name=ctx.config.model.name, policy=ctx.config.on_bad_sample)

@@ -84,7 +84,7 @@ def units(ctx) -> list:
 def run(ctx) -> None:
     opts = ctx.stage_options("explain", Options)
     (unit,) = ctx.units("explain")
-    if not ctx.start(unit):
+    if not ctx.wants(unit):
         return
     name = ctx.config.explainer.name
     features = features_path(ctx, opts.features)
@@ -98,6 +98,7 @@ def run(ctx) -> None:
         cache = ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)) if opts.cache_responses else None
         explainer = component.load()(explainer_options, name=name, cache=cache)
         refiner = make_refiner(opts, explainer, cache)
+        ctx.start(unit)
         try:
             summary = explain_features(store, explainer, ctx.run.file(unit.path), latents, dataset=dataset, opts=opts,
                                        seed=ctx.config.seed, refiner=refiner, log=ctx.log)

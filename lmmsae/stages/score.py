@@ -109,10 +109,10 @@ def run(ctx) -> None:
                                      dtype=ctx.config.dtype, labels=labels, judge=ctx.config.explainer,
                                      cache=ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)))
             for unit in units:
-                if not ctx.start(unit):
-                    continue
                 if unit.path.startswith(artifacts.CATEGORIES_DIR):
-                    write_categories(explanations, categorizer(opts, scoring), ctx.run.file(unit.path))
+                    categorize = categorizer(opts, scoring)
+                    ctx.start(unit)
+                    write_categories(explanations, categorize, ctx.run.file(unit.path))
                     ctx.finish(unit, labeller=opts.labeller)
                     continue
                 name = Path(unit.path).parent.name
@@ -120,6 +120,7 @@ def run(ctx) -> None:
                     component, options = ctx.component("scorers", specs[name])
                     built[name] = component.load()(options)
                 scorer = built[name]
+                ctx.start(unit)
                 ctx.log("score", scorer=name, explainer=explainer, features=len(explanations))
                 counts = score_explanations(scorer, name, explanations, store_records(store, scorer, dataset,
                                             ctx.config.seed), scoring, ctx.run.file(unit.path))

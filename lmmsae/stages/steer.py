@@ -101,7 +101,7 @@ def run(ctx) -> None:
     if not opts.feature:
         raise UserError("steer needs at least one feature: pass --feature N (repeatable)")
     (unit,) = ctx.units("steer")
-    if not ctx.start(unit):
+    if not ctx.wants(unit):
         summary = ((ctx.run.state(unit.path) or {}).get("info") or {}).get("summary")
         if summary:
             print_summary(summary, ctx.run.file(unit.path))
@@ -119,8 +119,11 @@ def run(ctx) -> None:
                              cache=ResponseCache(ctx.run.file(artifacts.RESPONSE_CACHE)))
         concepts = explanations_by_latent(ctx.run.file(f"{artifacts.EXPLANATIONS_DIR}/{ctx.config.explainer.name}.jsonl"))
     from lmmsae.loader import Policy
+    from lmmsae.steering.loading import check_features
 
+    check_features(sae, opts.feature)
     policy = Policy(ctx.config.on_bad_sample, "steer", ctx.log)
+    ctx.start(unit)
     summary = steer_dataset(adapter, sae, hookpoint, dataset, opts, ctx.run.file(unit.path), judge=judge,
                             judge_concepts=concepts, seed=ctx.config.seed, policy=policy)
     ctx.finish(unit, hookpoint=hookpoint, summary=summary, skipped=len(policy.skipped))

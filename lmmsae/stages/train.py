@@ -110,18 +110,11 @@ def run(ctx) -> None:
     from lmmsae.trainer import init_distributed, shutdown_distributed, world
 
     (unit,) = ctx.units("train")
-    if not unit.todo:
-        ctx.log("stage-skip", stage="train", reason="current")
+    if not ctx.wants(unit):
         return
     device = init_distributed(ctx.config.device)  # under torchrun: join the group (gloo / nccl)
     try:
         rank, size = world()
-        if rank == 0:
-            ctx.start(unit)
-        if size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()  # nobody reads checkpoints rank 0 may still be discarding
         _run(ctx, unit, opts, device, rank, size)
     finally:
         shutdown_distributed()
@@ -143,6 +136,13 @@ def _run(ctx, unit, opts: Options, device: str, rank: int, size: int) -> None:
         dims = {h: adapter.d_model(h) for h in hookpoints}
     log = ctx.log if rank == 0 else _quiet  # rank 0 writes the run's events and files
     specs = sae_specs(ctx.config.sae.name, sae_options, opts.variants)
+    check_specs(specs, dims)
+    if rank == 0:
+        ctx.start(unit)
+    if size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # nobody reads checkpoints rank 0 may still be discarding
     root = ctx.run.file(artifacts.SAE_DIR)
     log("train-start", hookpoints=hookpoints, saes=[s.name for s in specs],
         source="activations" if reader else "model", world_size=size)
@@ -219,6 +219,17 @@ class SAESpec:
     architecture: str
     options: Any
     folder: str = ""  # relative to sae/; "" for the main SAE
+
+
+def check_specs(specs: list[SAESpec], dims: dict[str, int]) -> None:
+    """Every SAE to train, built without memory (on torch's meta device) at every hookpoint's width,
+    so a k larger than the latents it ends up with fails before any output is touched."""
+    from lmmsae import plugins
+
+    for spec in specs:
+        cls = plugins.get("saes", spec.architecture).load()
+        for d in dict.fromkeys(dims.values()):
+            cls(d, spec.options, device="meta")
 
 
 def sae_specs(architecture: str, options: Any, variants: list[dict]) -> list[SAESpec]:

@@ -15,7 +15,8 @@ class ImageFolder(Dataset):
     class Options:
         root: str
         prompt: str = ""
-        extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp"])
+        extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif",
+                                                             ".tif", ".tiff"])
         limit: int | None = None
 
     @classmethod
@@ -42,13 +43,13 @@ class ImageFolder(Dataset):
         return len(self.paths)
 
     def sample(self, index: int) -> Sample:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         path = self.paths[index]
         sample_id = str(path.relative_to(self.root))
         try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
+            with Image.open(path) as img:  # the first frame of an animation; EXIF orientation applied
+                image = ImageOps.exif_transpose(img).convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise BadSample(sample_id, f"image cannot be read ({exc.__class__.__name__}): fix or remove it") from None
         label = self.labels.get(sample_id)
