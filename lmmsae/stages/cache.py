@@ -11,6 +11,7 @@ exactly what one process would write.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,7 @@ def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, optio
     from lmmsae.loader import Policy, load_batches
     from lmmsae.progress import track
     from lmmsae.saes.base import check_d_in
-    from lmmsae.stores.features import FeatureWriter, write_cache
+    from lmmsae.stores.features import FeatureWriter, UnreadableFeatures, write_cache
 
     options = options or Options()
     out = Path(out)
@@ -222,7 +223,13 @@ def cache_features(adapter, sae, dataset, hookpoint: str, out: str | Path, optio
                          seed, device=device)
     policy = policy if isinstance(policy, Policy) else Policy(policy or "skip", "cache")
     if out.exists():
-        FeatureWriter(out).close()  # finishes a checkpoint a kill interrupted
+        try:
+            FeatureWriter(out).close()  # finishes a checkpoint a kill interrupted
+        except UnreadableFeatures:  # the kill cut HDF5's own bookkeeping: this partial file cannot be continued
+            print(f"[cache] the partial {out.name} was cut mid-write by the interruption: caching from the start",
+                  file=sys.stderr, flush=True)
+            out.unlink()
+    if out.exists():
         cache, saved = _resume(out, cache, attrs, device)
         policy.skipped = list(saved.get("skipped") or [])
     subset = None if len(latent_ids) == n_latents else torch.as_tensor(latent_ids, dtype=torch.int64)

@@ -64,6 +64,10 @@ def write_cache(cache: FeatureCache, path: str | Path, attrs: dict[str, Any] | N
         writer.checkpoint(cache, attrs or {})
 
 
+
+class UnreadableFeatures(UserError):
+    """A features file HDF5 cannot open (cut mid-write by a kill, or not HDF5 at all)."""
+
 class FeatureWriter:
     """Checkpoints of a streaming cache, written in place.
 
@@ -85,7 +89,8 @@ class FeatureWriter:
             code = disk_errno(exc)
             if code is not None:
                 raise disk_error(self.path, code) from None
-            raise UserError(f"{str(self.path)!r} is unreadable ({_first_line(exc)}); delete it to cache again") from None
+            raise UnreadableFeatures(f"{str(self.path)!r} is unreadable ({_first_line(exc)}); delete it to cache "
+                                     f"again") from None
         try:
             with self._writing():
                 if "format" in self.f.attrs:
