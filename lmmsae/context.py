@@ -136,15 +136,20 @@ class RunContext:
         from lmmsae.config import STAGES
         from lmmsae.plan import stage_module
 
-        for section in COMPONENT_SECTIONS:  # names first: a typo must not wait for torch to import
+        present = [s for s in COMPONENT_SECTIONS if getattr(self.config, s).name]
+        for section in present:  # names first: a typo must not wait for torch to import
             plugins.get(COMPONENT_SECTIONS[section], getattr(self.config, section).name)
         for spec in self.config.scorers:
             plugins.get("scorers", spec.name)
         self.preflight(list(stages))
-        for section in COMPONENT_SECTIONS:
+        for section in present:
             self.component(section)
         for spec in self.config.scorers:
             self.component("scorers", spec)
+        if not self.config.dataset.name:
+            raise UserError(f"model {self.config.model.name!r} needs a dataset of real images (the toy shapes fit "
+                            f"only the toy model): pass --dataset imagefolder -o dataset.root=DIR, or --dataset hf "
+                            f"-o dataset.path=NAME")
         for stage in STAGES:
             self.stage_options(stage, stage_module(stage).Options)
 
@@ -155,7 +160,8 @@ class RunContext:
 
         sections = {s for stage in stages for s in STAGE_SECTIONS.get(stage, ())}
         specs = [("explainers", e) for e in self._compare_explainers()] if "compare" in stages else []
-        specs += [(s, getattr(self.config, s)) for s in ("explainer", "dataset", "model", "sae") if s in sections]
+        specs += [(s, getattr(self.config, s)) for s in ("explainer", "dataset", "model", "sae")
+                  if s in sections and getattr(self.config, s).name]  # a missing dataset is named in validate
         specs += [("scorers", s) for s in self.config.scorers if "scorers" in sections]
         for section, spec in specs:
             component, options = self.component(section, spec)

@@ -15,6 +15,8 @@ class LlavaAdapter(TransformersAdapter):
     model_class = "LlavaForConditionalGeneration"
     model_types = ("llava",)
     adapter_name = "llava"
+    # Block 24 of LLaVA-1.5-7B's 32, the depth the paper chose for LLaVA-NeXT-8B (also 32 blocks).
+    RUN_DEFAULTS = {**TransformersAdapter.RUN_DEFAULTS, "hookpoints": ["layers.24"]}
 
     @dataclass
     class Options(TransformersAdapter.Options):
@@ -23,3 +25,25 @@ class LlavaAdapter(TransformersAdapter):
     def _layout(self, orig_hw, pixel_hw) -> Layout:
         patch = getattr(self.processor, "patch_size", None) or self.config.vision_config.patch_size
         return plain_layout(orig_hw, pixel_hw, self.processor.image_processor, int(patch), self._strategy_extra())
+
+    @classmethod
+    def build_processor(cls, config, tokenizer):
+        """llava-hf/llava-1.5's: CLIP resize (shortest edge) + centre crop to the tower's size."""
+        from transformers import CLIPImageProcessor, LlavaProcessor
+
+        vc = config.vision_config
+        ip = CLIPImageProcessor(size={"shortest_edge": vc.image_size},
+                                crop_size={"height": vc.image_size, "width": vc.image_size})
+        return LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=vc.patch_size,
+                              vision_feature_select_strategy=config.vision_feature_select_strategy,
+                              num_additional_image_tokens=1)
+
+
+class ToyLlavaAdapter(LlavaAdapter):
+    """The shipped toy LLaVA: its run defaults are the toy world's (shapes, layers.2, cpu, float32)."""
+
+    RUN_DEFAULTS = {"hookpoints": ["layers.2"], "device": "cpu", "dtype": "float32", "dataset": {"name": "shapes"}}
+
+    @dataclass
+    class Options(LlavaAdapter.Options):
+        checkpoint: str = "toy"

@@ -157,7 +157,7 @@ def test_unloadable_checkpoints_say_so(llava_path, tmp_path, monkeypatch):
     from lmmsae.models.llava_next import LlavaNextAdapter
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UserError, match="cannot load model 'nobody/no-such-model' offline"):
+    with pytest.raises(UserError, match="checkpoint 'nobody/no-such-model' is not a local folder and not in the Hugging Face cache"):
         LlavaAdapter(LlavaAdapter.Options(checkpoint="nobody/no-such-model"))
     with pytest.raises(UserError, match="does not exist"):
         LlavaAdapter(LlavaAdapter.Options(checkpoint=str(tmp_path / "missing")))
