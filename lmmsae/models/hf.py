@@ -329,6 +329,12 @@ class TransformersAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ running
 
+    def _memory(self, what: str, batch: Batch):
+        """CUDA out-of-memory becomes one line naming the batch-size options to lower."""
+        from lmmsae.models.devices import out_of_memory_hint
+
+        return out_of_memory_hint(what, len(batch), batch.n_tokens, self.device)
+
     @contextlib.contextmanager
     def _running(self, token_map: TokenMap | None, generating: bool = False):
         previous = self.current_run
@@ -353,7 +359,7 @@ class TransformersAdapter(ModelAdapter):
 
         handles = [self._modules[n].register_forward_hook(capture(n)) for n in names]
         try:
-            with self._running(batch.token_map), torch.set_grad_enabled(grad):
+            with self._running(batch.token_map), torch.set_grad_enabled(grad), self._memory("a forward pass", batch):
                 self.model(**self._inputs(batch), use_cache=False, logits_to_keep=1)
         except _Stop:
             pass
@@ -363,7 +369,7 @@ class TransformersAdapter(ModelAdapter):
         return {n: captured[n] for n in names}
 
     def logits(self, batch: Batch, grad: bool = False) -> torch.Tensor:
-        with self._running(batch.token_map), torch.set_grad_enabled(grad):
+        with self._running(batch.token_map), torch.set_grad_enabled(grad), self._memory("a forward pass", batch):
             return self.model(**self._inputs(batch), use_cache=False).logits
 
     def intervene(self, hookpoint, edit, token_kinds=None, prefill_only: bool = False):
@@ -377,7 +383,7 @@ class TransformersAdapter(ModelAdapter):
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         inputs = self._inputs(batch, with_positions=False)
-        with self._running(batch.token_map, generating=True), torch.no_grad():
+        with self._running(batch.token_map, generating=True), torch.no_grad(), self._memory("generation", batch):
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **kwargs)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [s.strip() for s in self.processor.batch_decode(new, skip_special_tokens=True)]
