@@ -43,8 +43,9 @@ def test_devices_and_dtypes():
 
     assert resolve_device("cpu") == "cpu" and resolve_device("AUTO") in ("cpu", "cuda")
     assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("auto", "cuda:1") == "bfloat16"
-    for bad, message in [("tpu", "device 'tpu' is not supported: use auto, cpu, cuda or cuda:N"),
-                         ("cuda:x", "device 'cuda:x' is not supported")]:
+    assert resolve_device("mps") == "mps"
+    for bad, message in [("tpu", "device 'tpu' is not known: use cpu, cuda, cuda:N or auto"),
+                         ("cuda:x", "device 'cuda:x' is not known")]:
         with pytest.raises(UserError, match=message):
             resolve_device(bad)
     if not torch.cuda.is_available():
@@ -70,7 +71,7 @@ def test_a_real_model_without_a_dataset_is_told_how_to_give_one(tmp_path, llava_
 
 def test_unknown_device_is_one_line(tmp_path):
     assert one_line(["run", "--device", "tpu"], tmp_path) == \
-        "Error: device 'tpu' is not supported: use auto, cpu, cuda or cuda:N"
+        "Error: device 'tpu' is not known: use cpu, cuda, cuda:N or auto"
 
 
 def test_model_path_spellings_point_at_model_checkpoint(tmp_path):
