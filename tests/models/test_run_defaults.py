@@ -70,8 +70,8 @@ def test_a_real_model_without_a_dataset_is_told_how_to_give_one(tmp_path, llava_
 
 
 def test_unknown_device_is_one_line(tmp_path):
-    assert one_line(["run", "--device", "tpu"], tmp_path) == \
-        "Error: device 'tpu' is not known: use cpu, cuda, cuda:N or auto"
+    assert one_line(["run", "--device", "tpu"], tmp_path).startswith(
+        "Error: device 'tpu' is not known: use cpu, cuda, cuda:N or auto")
 
 
 def test_model_path_spellings_point_at_model_checkpoint(tmp_path):
