@@ -210,10 +210,16 @@ class ActivationWriter:
     def append(self, acts: dict[str, Any], tokens: dict[str, np.ndarray], samples: list[dict[str, Any]],
                skipped: list[dict[str, Any]], next_sample: int) -> None:
         """Write one batch and commit it: afterwards a reopen resumes at `next_sample`."""
+        self._append_raw({name: to_storage(acts[name], self.dtype) for name in self.hookpoints}, tokens, samples,
+                         skipped, next_sample)
+
+    def _append_raw(self, acts: dict[str, Any], tokens: dict[str, np.ndarray], samples: list[dict[str, Any]],
+                    skipped: list[dict[str, Any]], next_sample: int) -> None:
+        """`append` with activations already in their stored form (numpy, or a tensor of stored values)."""
         n0, n = self.n_tokens, len(tokens["position"])
         columns: dict[str, np.ndarray] = {}
         for name in self.hookpoints:
-            data = to_storage(acts[name], self.dtype)
+            data = np.asarray(acts[name])
             if data.shape != (n, self.hookpoints[name]):
                 raise ValueError(f"{name}: got {data.shape}, expected {(n, self.hookpoints[name])}")
             columns[f"{name}/acts"] = data
@@ -502,6 +508,46 @@ class ActivationReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def merge(paths: list[str | Path], out: str | Path, block_samples: int = 256, **info: Any) -> dict[str, Any]:
+    """Concatenate complete shard files (contiguous sample ranges, in order) into `out`: the same
+    datasets, rows and identity as one process collecting every sample would write. Streams
+    `block_samples` samples at a time; returns the merged counts."""
+    readers = [ActivationReader(p) for p in paths]
+    try:
+        first = readers[0]
+        for r in readers[1:]:
+            if any(str(r.f.attrs[k]) != str(first.f.attrs[k]) for k in IDENTITY_ATTRS):
+                raise UserError(f"{r.path} and {first.path} were collected with different settings: collect again")
+        identity = {"model": first.model, "dataset": first.dataset, "kinds": first.kinds}
+        dims = {h: first.d_in(h) for h in first.hookpoints}
+        next_sample = 0
+        with ActivationWriter(out, dims, first.dtype, identity) as writer:
+            for r in readers:
+                samples = r.samples()
+                grids = r.f["samples/grids"][: len(samples["index"])]
+                skipped = r.skipped()
+                for a in range(0, max(len(samples["index"]), 1), block_samples):
+                    rows = range(a, min(a + block_samples, len(samples["index"])))
+                    lo = int(samples["token_start"][rows[0]]) if len(rows) else 0
+                    hi = int(samples["token_start"][rows[-1]] + samples["token_count"][rows[-1]]) if len(rows) else 0
+                    acts = {h: r.f[f"{h}/acts"][lo:hi] for h in r.hookpoints}
+                    batch = [{"index": int(samples["index"][i]), "id": samples["id"][i],
+                              "token_count": int(samples["token_count"][i]), "width": int(samples["width"][i]),
+                              "height": int(samples["height"][i]),
+                              "grids": json.loads(grids[i].decode() if isinstance(grids[i], bytes) else grids[i])}
+                             for i in rows]
+                    writer._append_raw(acts, r.tokens(lo, hi), batch, skipped if a == 0 else [],
+                                       max(int(r.f.attrs["next_sample"]), next_sample))
+                next_sample = max(next_sample, int(r.f.attrs["next_sample"]))
+            counts = {"n_tokens": writer.n_tokens, "n_samples": writer.n_samples_committed,
+                      "skipped": int(writer.f.attrs.get("n_skipped", 0))}
+            writer.finish(**counts, **info)
+        return counts
+    finally:
+        for r in readers:
+            r.close()
 
 
 def _tensor(rows: np.ndarray, device, torch):

@@ -33,5 +33,7 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path):
     assert "dtype: bfloat16" in saved and "layers.24" in saved
     cfg = json.loads((run / "sae" / "model.language_model.layers.24" / "cfg.json").read_text())
     assert cfg["n_latents"] == 32 * 64 and cfg["k"] == 4, "the paper's SAE shape relative to d=64"
-    for name in (artifacts.ACTIVATIONS, artifacts.FEATURES):
-        assert (run / (name + artifacts.COMPLETE_SUFFIX)).is_file(), name
+    from lmmsae.rundir import RunDir
+
+    for name in (artifacts.ACTIVATIONS, artifacts.SAE_DIR, artifacts.FEATURES):
+        assert RunDir(run).is_complete(name), name
