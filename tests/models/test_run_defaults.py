@@ -84,5 +84,5 @@ def test_model_path_spellings_point_at_model_checkpoint(tmp_path):
 
 def test_models_command_hints_its_own_flag(tmp_path):
     line = one_line(["models", "--hookpoints", "llava-next"], tmp_path)
-    assert "'llava-hf/llama3-llava-next-8b-hf' is not available offline" in line
+    assert "checkpoint 'llava-hf/llama3-llava-next-8b-hf' is not a local folder" in line
     assert "--checkpoint DIR" in line and "-o model.checkpoint" not in line

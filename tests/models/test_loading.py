@@ -14,7 +14,8 @@ from PIL import Image
 
 import tiny
 from lmmsae.datasets.base import Sample
-from lmmsae.models import hub, load_adapter
+from lmmsae import checkpoints as hub
+from lmmsae.models import load_adapter
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "benchmarks" / "configs" / "llama3-llava-next-8b.json"
@@ -88,12 +89,19 @@ def one_line_error(result) -> str:
 
 def test_the_headline_command_offline_is_one_line_and_creates_nothing(tmp_path):
     out = tmp_path / "runs"
-    result = lmmsae("run", "--model", "llava", "--sae", "topk", "--explainer", "llava-ov", "--out", str(out),
-                    env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "fresh")})
-    line = one_line_error(result)
-    for part in ("'llava-hf/llava-1.5-7b-hf'", "not available offline", "-o model.checkpoint=DIR", "toy world"):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "fresh")}
+    result = lmmsae("run", "--model", "llava", "--sae", "topk", "--explainer", "llava-ov", "--out", str(out), env=env)
+    line = one_line_error(result)  # the explainer is checked first (the cheapest), then the model
+    for part in ("explainer 'llava-ov': checkpoint 'llava-hf/llava-onevision-qwen2-72b-ov-hf'", "not available offline",
+                 "-o explainer.checkpoint=PATH", "--explainer toy-llava"):
         assert part in line, line
     assert not out.exists(), "a failed start leaves no run folder"
+    result = lmmsae("run", "--model", "llava", "--sae", "topk", "--out", str(out), env=env)
+    line = one_line_error(result)
+    for part in ("model 'llava': checkpoint 'llava-hf/llava-1.5-7b-hf'", "not available offline",
+                 "-o model.checkpoint=PATH", "toy world"):
+        assert part in line, line
+    assert not out.exists()
 
 
 def test_an_unreachable_hub_counts_as_offline_without_retries(tmp_path):
@@ -104,7 +112,8 @@ def test_an_unreachable_hub_counts_as_offline_without_retries(tmp_path):
            "HF_ENDPOINT": f"http://127.0.0.1:{port}"}
     result = lmmsae("run", "--model", "llava-next", "--out", str(tmp_path / "runs"), env=env)
     line = one_line_error(result)
-    assert "'llava-hf/llama3-llava-next-8b-hf' is not available offline (the Hugging Face hub cannot be reached" in line
+    assert "checkpoint 'llava-hf/llama3-llava-next-8b-hf' is not a local folder and not in the Hugging Face cache, and " \
+        "the Hugging Face hub cannot be reached: it is not available offline" in line
 
 
 def test_the_explainer_checkpoint_is_checked_before_any_stage(tmp_path):
@@ -113,8 +122,8 @@ def test_the_explainer_checkpoint_is_checked_before_any_stage(tmp_path):
                     "--hookpoint", "layers.1", "--explainer", "llava-ov", "--out", str(tmp_path / "runs"),
                     env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "fresh")})
     line = one_line_error(result)
-    assert "explainer checkpoint 'llava-hf/llava-onevision-qwen2-72b-ov-hf' is not available offline" in line
-    assert "-o explainer.checkpoint=DIR" in line and not (tmp_path / "runs").exists()
+    assert "checkpoint 'llava-hf/llava-onevision-qwen2-72b-ov-hf' is not a local folder" in line
+    assert "-o explainer.checkpoint=PATH" in line and not (tmp_path / "runs").exists()
 
 
 def test_hub_reachability_is_a_quick_local_check(monkeypatch):
