@@ -155,15 +155,15 @@ def _chosen_model(file, flags, overrides) -> str:
 
 
 def _apply_model_defaults(data: dict[str, Any], model: str) -> None:
-    """The chosen model's declared run defaults (its adapter's `run_defaults()`: hookpoints, device,
-    dtype, dataset) replace the toy world's before the user's layers apply. A dataset of None means the
+    """The chosen model's declared run defaults (`run_defaults=` at its registration: hookpoints,
+    device, dtype, dataset) replace the toy world's before the user's layers apply. A dataset of None means the
     user must name one (RunContext.validate says so, after the components' own checks)."""
     from lmmsae import plugins
 
     try:
-        declared = getattr(plugins.get("models", model).load(), "run_defaults", dict)()
+        declared = plugins.get("models", model).run_defaults()
     except UserError:
-        return  # an unknown or broken model: validation names it
+        return  # an unknown model: validation names it
     for key, value in declared.items():
         data[key] = {} if value is None else copy.deepcopy(value)
 
@@ -243,12 +243,11 @@ def validate(data: dict[str, Any]) -> RunConfig:
         hookpoints: list[str] = field(default_factory=list)
         on_bad_sample: str = "skip"
 
-    from lmmsae.models.devices import resolve_device, resolve_dtype
-
     top = parse_options(Top, {k: data.get(k) for k in TOP_LEVEL if data.get(k) is not None}, where="config")
-    check_device(top.device)
-    top.device = resolve_device(top.device)  # "auto" becomes what this machine has; a missing GPU fails here
-    top.dtype = resolve_dtype(top.dtype, top.device)
+    if top.dtype not in (*DTYPES, "auto"):
+        raise UserError(f"dtype {top.dtype!r} is not supported.{did_you_mean(top.dtype, DTYPES)} Use one of "
+                        f"{', '.join(DTYPES)} or auto")
+    check_device(top.device)  # "auto" is resolved by RunContext.validate, after the components' checks
     if top.on_bad_sample not in ("skip", "stop"):
         raise UserError(f"on_bad_sample = {top.on_bad_sample!r}: use skip (record and go on) or stop")
     if not top.hookpoints:

@@ -143,12 +143,6 @@ class ModelAdapter(ABC):
         self.options = options
 
     @classmethod
-    def run_defaults(cls) -> dict[str, Any]:
-        """Run settings this model implies when the user gives none (hookpoints, device, dtype, dataset;
-        a dataset of None means the user must name one). {} keeps the toy world's."""
-        return {}
-
-    @classmethod
     def preflight(cls, options, flag: str | None = None) -> None:
         """Cheap checks, before any stage starts, of what this component will need (an API key, a
         checkpoint, a folder): raise UserError saying what is missing (`flag`: how to point at a

@@ -72,9 +72,6 @@ class TransformersAdapter(ModelAdapter):
     model_types: tuple[str, ...] = ("llava",)
     adapter_name = "llava"
 
-    # What a run with this model uses unless the user says otherwise (see `run_defaults`).
-    RUN_DEFAULTS: dict[str, Any] = {"hookpoints": ["layers.24"], "device": "auto", "dtype": "auto", "dataset": None}
-
     @dataclass
     class Options:
         checkpoint: str = "llava-hf/llava-1.5-7b-hf"
@@ -119,12 +116,6 @@ class TransformersAdapter(ModelAdapter):
         self.current_run: interventions.Run | None = None
 
     # ------------------------------------------------------------------ loading and naming
-
-    @classmethod
-    def run_defaults(cls) -> dict[str, Any]:
-        """Top-level run settings this model implies when the user gives none: hookpoints, device,
-        dtype, and `dataset` (None: the user must name one, the toy shapes fit only the toy model)."""
-        return dict(cls.RUN_DEFAULTS)
 
     @classmethod
     def preflight(cls, options, flag: str | None = None) -> None:

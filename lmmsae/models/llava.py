@@ -15,8 +15,6 @@ class LlavaAdapter(TransformersAdapter):
     model_class = "LlavaForConditionalGeneration"
     model_types = ("llava",)
     adapter_name = "llava"
-    # Block 24 of LLaVA-1.5-7B's 32, the depth the paper chose for LLaVA-NeXT-8B (also 32 blocks).
-    RUN_DEFAULTS = {**TransformersAdapter.RUN_DEFAULTS, "hookpoints": ["layers.24"]}
 
     @dataclass
     class Options(TransformersAdapter.Options):
@@ -38,12 +36,3 @@ class LlavaAdapter(TransformersAdapter):
                               vision_feature_select_strategy=config.vision_feature_select_strategy,
                               num_additional_image_tokens=1)
 
-
-class ToyLlavaAdapter(LlavaAdapter):
-    """The shipped toy LLaVA: its run defaults are the toy world's (shapes, layers.2, cpu, float32)."""
-
-    RUN_DEFAULTS = {"hookpoints": ["layers.2"], "device": "cpu", "dtype": "float32", "dataset": {"name": "shapes"}}
-
-    @dataclass
-    class Options(LlavaAdapter.Options):
-        checkpoint: str = "toy"

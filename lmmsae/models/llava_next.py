@@ -12,8 +12,6 @@ class LlavaNextAdapter(TransformersAdapter):
     model_class = "LlavaNextForConditionalGeneration"
     model_types = ("llava_next",)
     adapter_name = "llava-next"
-    # The paper's layer: the residual stream after block 24 of LLaVA-NeXT-8B.
-    RUN_DEFAULTS = {**TransformersAdapter.RUN_DEFAULTS, "hookpoints": ["layers.24"]}
 
     @dataclass
     class Options(TransformersAdapter.Options):

@@ -13,8 +13,6 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
     model_class = "LlavaOnevisionForConditionalGeneration"
     model_types = ("llava_onevision",)
     adapter_name = "llava-ov"
-    # Block 21 of Qwen2-7B's 28: the paper's relative depth (block 24 of 32 = 3/4 of the way up).
-    RUN_DEFAULTS = {**LlavaNextAdapter.RUN_DEFAULTS, "hookpoints": ["layers.21"]}
 
     @dataclass
     class Options(LlavaNextAdapter.Options):
