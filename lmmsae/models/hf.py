@@ -175,8 +175,7 @@ class TransformersAdapter(ModelAdapter):
 
     @classmethod
     def _local_only(cls, options) -> bool:
-        if options.checkpoint == "toy" or Path(options.checkpoint).expanduser().exists():
-            return False
+        """Load from local files only (a cached hub id while offline): no hub calls, no retries."""
         return checkpoints.check_checkpoint(options.checkpoint, "model.checkpoint", alternative=OFFLINE_ALTERNATIVE)
 
     @classmethod
