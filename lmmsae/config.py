@@ -243,11 +243,12 @@ def validate(data: dict[str, Any]) -> RunConfig:
         hookpoints: list[str] = field(default_factory=list)
         on_bad_sample: str = "skip"
 
+    from lmmsae.models.devices import resolve_device, resolve_dtype
+
     top = parse_options(Top, {k: data.get(k) for k in TOP_LEVEL if data.get(k) is not None}, where="config")
-    if top.dtype not in (*DTYPES, "auto"):
-        raise UserError(f"dtype {top.dtype!r} is not supported.{did_you_mean(top.dtype, DTYPES)} Use one of "
-                        f"{', '.join(DTYPES)} or auto")
-    check_device(top.device)  # "auto" is resolved by RunContext.validate, after the components' checks
+    check_device(top.device)
+    top.device = resolve_device(top.device)  # "auto" becomes what this machine has; a missing GPU fails here
+    top.dtype = resolve_dtype(top.dtype, top.device)
     if top.on_bad_sample not in ("skip", "stop"):
         raise UserError(f"on_bad_sample = {top.on_bad_sample!r}: use skip (record and go on) or stop")
     if not top.hookpoints:

@@ -152,10 +152,6 @@ class RunContext:
                             f"-o dataset.path=NAME")
         for stage in STAGES:
             self.stage_options(stage, stage_module(stage).Options)
-        from lmmsae.models.devices import resolve_device, resolve_dtype
-
-        self.config.device = resolve_device(self.config.device)  # "auto": what this machine has (torch asked)
-        self.config.dtype = resolve_dtype(self.config.dtype, self.config.device)
 
     def preflight(self, stages: list[str]) -> None:
         """Each component the stages use checks what it needs (an API key, a checkpoint, a folder), so a

@@ -2,7 +2,8 @@
 
 `auto` means cuda when torch sees a GPU, else cpu; dtype `auto` means bfloat16 on cuda and float32
 on cpu. Anything else is a one-line UserError instead of torch's traceback. torch is imported only
-when the answer depends on it (auto or cuda), so cpu runs validate without it.
+when the answer depends on it (cuda, or auto on a machine with an NVIDIA driver), so on a machine
+without a GPU a run validates, and fails its preflight, without loading torch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def resolve_device(name: str) -> str:
     if name == "cpu":
         return "cpu"
     if name == "auto":
+        if not nvidia_driver_present():  # no GPU here: no need to import torch to know
+            return "cpu"
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -40,6 +43,14 @@ def resolve_device(name: str) -> str:
         raise UserError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA "
                         f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return name
+
+
+def nvidia_driver_present() -> bool:
+    """Whether this machine shows an NVIDIA GPU driver (Linux's /proc or /dev entries), asked without torch."""
+    from pathlib import Path
+
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def resolve_dtype(name: str, device: str) -> str:

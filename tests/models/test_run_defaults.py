@@ -18,36 +18,28 @@ def test_the_toy_world_keeps_its_defaults():
 
 @pytest.mark.parametrize("model,layer", [("llava", "layers.24"), ("llava-next", "layers.24"), ("llava-ov", "layers.21")])
 def test_real_models_bring_their_own_defaults(model, layer):
+    import torch
+
     c = cfg.resolve(flags={"model": model})
-    assert (c.hookpoints, c.device, c.dtype) == ([layer], "auto", "auto")
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert (c.hookpoints, c.device, c.dtype) == ([layer], auto, "bfloat16" if auto == "cuda" else "float32")
+    assert c.to_dict()["device"] == auto, "run.yaml records what auto became"
     assert c.dataset.name == "", "no toy dataset for a real model: the user must name one"
     for layers in ({"model": {"name": model}}, None):  # chosen in a file, or by override, alike
         again = cfg.resolve(file=layers, overrides=[] if layers else [("model.name", model)])
         assert again.hookpoints == [layer]
 
 
-def test_auto_device_and_dtype_resolve_once_the_components_are_checked(llava_path, tmp_path):
-    import torch
-
-    from lmmsae.context import RunContext
-    from lmmsae.rundir import RunDir
-
-    c = cfg.resolve(flags={"model": "llava", "dataset": "shapes"}, overrides=[("model.checkpoint", str(llava_path))])
-    ctx = RunContext(c, RunDir.planned(str(tmp_path), "r"))
-    ctx.validate(["collect"])
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    assert (ctx.config.device, ctx.config.dtype) == (auto, "bfloat16" if auto == "cuda" else "float32")
-    assert ctx.config.to_dict()["device"] == auto, "run.yaml records what auto became"
-
-
 def test_defaults_are_declared_at_registration_without_importing_the_adapter():
     import subprocess
     import sys
 
+    from lmmsae.models.devices import nvidia_driver_present
+
     code = ("import sys; from lmmsae import config; c = config.resolve(flags={'model': 'llava-next'}); "
             "print(c.hookpoints, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['layers.24'] False"
+    assert out.strip() == f"['layers.24'] {nvidia_driver_present()}", "torch only when there may be a GPU to ask about"
 
 
 def test_what_the_user_gives_wins_over_the_models_defaults():
