@@ -36,6 +36,8 @@ class RunContext:
         """The run's component of a config section, built once per context: "dataset" and "model"
         (the adapter on the run's device and dtype). Constructor contracts: docs/plugins.md."""
         if section not in self._built:
+            if section == "dataset" and not self.config.dataset.name:
+                raise self._no_dataset()
             component, options = self.component(section)
             cls = component.load()
             self._built[section] = BUILDERS[section](cls, options, self)
@@ -146,12 +148,16 @@ class RunContext:
             self.component(section)
         for spec in self.config.scorers:
             self.component("scorers", spec)
-        if not self.config.dataset.name:
-            raise UserError(f"model {self.config.model.name!r} needs a dataset of real images (the toy shapes fit "
-                            f"only the toy model): pass --dataset imagefolder -o dataset.root=DIR, or --dataset hf "
-                            f"-o dataset.path=NAME")
+        if not self.config.dataset.name and any("dataset" in STAGE_SECTIONS.get(s, ()) for s in stages):
+            raise self._no_dataset()
         for stage in STAGES:
             self.stage_options(stage, stage_module(stage).Options)
+
+    def _no_dataset(self) -> UserError:
+        """A real model's run names no dataset (its registration declares none: the toy shapes do not fit)."""
+        return UserError(f"model {self.config.model.name!r} needs a dataset of real images (the toy shapes fit only "
+                         f"the toy model): pass --dataset imagefolder -o dataset.root=DIR, or --dataset hf "
+                         f"-o dataset.path=NAME")
 
     def preflight(self, stages: list[str]) -> None:
         """Each component the stages use checks what it needs (an API key, a checkpoint, a folder), so a
