@@ -510,10 +510,10 @@ class ActivationReader:
         self.close()
 
 
-def merge(paths: list[str | Path], out: str | Path, block_samples: int = 256, **info: Any) -> dict[str, Any]:
+def merge(paths: list[str | Path], out: str | Path, **info: Any) -> dict[str, Any]:
     """Concatenate complete shard files (contiguous sample ranges, in order) into `out`: the same
-    datasets, rows and identity as one process collecting every sample would write. Streams
-    `block_samples` samples at a time; returns the merged counts."""
+    datasets, rows, commits and identity as one process collecting every sample would write (each
+    shard's commits are replayed in order, one batch at a time). Returns the merged counts."""
     readers = [ActivationReader(p) for p in paths]
     try:
         first = readers[0]
@@ -521,26 +521,9 @@ def merge(paths: list[str | Path], out: str | Path, block_samples: int = 256, **
             if any(str(r.f.attrs[k]) != str(first.f.attrs[k]) for k in IDENTITY_ATTRS):
                 raise UserError(f"{r.path} and {first.path} were collected with different settings: collect again")
         identity = {"model": first.model, "dataset": first.dataset, "kinds": first.kinds}
-        dims = {h: first.d_in(h) for h in first.hookpoints}
-        next_sample = 0
-        with ActivationWriter(out, dims, first.dtype, identity) as writer:
+        with ActivationWriter(out, {h: first.d_in(h) for h in first.hookpoints}, first.dtype, identity) as writer:
             for r in readers:
-                samples = r.samples()
-                grids = r.f["samples/grids"][: len(samples["index"])]
-                skipped = r.skipped()
-                for a in range(0, max(len(samples["index"]), 1), block_samples):
-                    rows = range(a, min(a + block_samples, len(samples["index"])))
-                    lo = int(samples["token_start"][rows[0]]) if len(rows) else 0
-                    hi = int(samples["token_start"][rows[-1]] + samples["token_count"][rows[-1]]) if len(rows) else 0
-                    acts = {h: r.f[f"{h}/acts"][lo:hi] for h in r.hookpoints}
-                    batch = [{"index": int(samples["index"][i]), "id": samples["id"][i],
-                              "token_count": int(samples["token_count"][i]), "width": int(samples["width"][i]),
-                              "height": int(samples["height"][i]),
-                              "grids": json.loads(grids[i].decode() if isinstance(grids[i], bytes) else grids[i])}
-                             for i in rows]
-                    writer._append_raw(acts, r.tokens(lo, hi), batch, skipped if a == 0 else [],
-                                       max(int(r.f.attrs["next_sample"]), next_sample))
-                next_sample = max(next_sample, int(r.f.attrs["next_sample"]))
+                _replay(r, writer)
             counts = {"n_tokens": writer.n_tokens, "n_samples": writer.n_samples_committed,
                       "skipped": int(writer.f.attrs.get("n_skipped", 0))}
             writer.finish(**counts, **info)
@@ -548,6 +531,25 @@ def merge(paths: list[str | Path], out: str | Path, block_samples: int = 256, **
     finally:
         for r in readers:
             r.close()
+
+
+def _replay(reader: "ActivationReader", writer: ActivationWriter) -> None:
+    """Append every commit of `reader` to `writer`, as it was committed."""
+    f = reader.f
+    n = int(f.attrs.get("n_commits", 0))
+    ends = {c: f[f"commits/{c}"][:n] for c in ("tokens", "samples", "skipped", "next_sample")}
+    samples, skipped = reader.samples(), reader.skipped()
+    grids = f["samples/grids"][: len(samples["index"])]
+    t0 = s0 = k0 = 0
+    for i in range(n):
+        t1, s1, k1 = int(ends["tokens"][i]), int(ends["samples"][i]), int(ends["skipped"][i])
+        batch = [{"index": int(samples["index"][j]), "id": samples["id"][j], "token_count": int(samples["token_count"][j]),
+                  "width": int(samples["width"][j]), "height": int(samples["height"][j]),
+                  "grids": json.loads(grids[j].decode() if isinstance(grids[j], bytes) else grids[j])}
+                 for j in range(s0, s1)]
+        writer._append_raw({h: f[f"{h}/acts"][t0:t1] for h in reader.hookpoints}, reader.tokens(t0, t1), batch,
+                           skipped[k0:k1], int(ends["next_sample"][i]))
+        t0, s0, k0 = t1, s1, k1
 
 
 def _tensor(rows: np.ndarray, device, torch):

@@ -27,7 +27,7 @@ def h5_contents(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
         for key in ("model", "dataset", "hookpoints", "dtype", "kinds", "n_tokens", "n_samples", "n_skipped",
-                    "next_sample", "complete", "schema_version"):
+                    "n_commits", "next_sample", "complete", "schema_version"):
             out[f"@{key}"] = f.attrs[key]
     return out
 
@@ -64,7 +64,7 @@ def test_merged_shards_equal_one_process(adapter, tmp_path):
     shards = [tmp_path / f"s{r}.h5" for r in range(3)]
     for r, path in enumerate(shards):
         collect(adapter, ds, HOOKS, path, opts, shard=(r, 3))
-    counts = merge(shards, tmp_path / "merged.h5", block_samples=2)
+    counts = merge(shards, tmp_path / "merged.h5")
     assert_same_file(tmp_path / "one.h5", tmp_path / "merged.h5")
     assert counts["n_samples"] == 9 and counts["skipped"] == 2
 
