@@ -22,6 +22,7 @@ CATEGORIES_DIR = "categories"        # categories/<explainer>.jsonl: concept cat
 REPORT_HTML = "report/index.html"
 COMPARE_DIR = "compare"              # compare/explanations/<id>.jsonl, compare/scores/<scorer>/<id>.jsonl
 COMPARE_SUMMARY = "compare/summary.json"
+ACTIVATION_SHARDS_DIR = "collect/shards"  # collect/shards/activations-<rank>-of-<n>.h5 under torchrun (merged)
 FEATURE_SHARDS_DIR = "cache/shards"  # cache/shards/features-<rank>-of-<n>.h5 (merged into FEATURES)
 SAE_METRICS = "metrics.json"         # sae/<hookpoint>/metrics.json
 SAE_CURVE = "curve.jsonl"            # sae/<hookpoint>/curve.jsonl: training curve, a point every 10 steps

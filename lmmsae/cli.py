@@ -81,6 +81,8 @@ class LazyGroup(click.Group):
             if message is None:
                 raise
             raise click.ClickException(scrub(message)) from None
+        except click.NoSuchOption as exc:
+            raise dotted_option_hint(exc) from None
         except KeyboardInterrupt:
             run = ctx.meta.get(RUN_KEY)
             click.echo(f"interrupted: continue with the same command plus --resume --name {run.name}" if run
@@ -104,6 +106,20 @@ def disk_error(exc: OSError) -> str | None:
         return None
     where = f" {exc.filename!s}" if exc.filename else ""
     return f"cannot write{where}: {exc.strerror or exc}: {hint}"
+
+
+DOTTED_HINTS = {"model.path": "model.checkpoint=DIR", "model.checkpoint": "model.checkpoint=DIR"}
+
+
+def dotted_option_hint(exc: click.NoSuchOption) -> click.ClickException:
+    """`--model.path DIR` (a spelling other tools use): say that settings go through -o."""
+    name = (exc.option_name or "").lstrip("-")
+    section, dot, key = name.partition(".")
+    if not dot or not section or not key:
+        return exc
+    example = DOTTED_HINTS.get(name, f"{name}=VALUE")
+    return click.ClickException(f"--{name} is not an option: component and stage settings are set with -o, "
+                                f"e.g. -o {example}")
 
 
 @click.group(cls=LazyGroup)

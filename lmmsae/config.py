@@ -129,6 +129,8 @@ def resolve(
 ) -> RunConfig:
     """Merge the layers in precedence order and validate the result."""
     data = copy.deepcopy(DEFAULTS if base is None else base)
+    if base is None:
+        _apply_model_defaults(data, _chosen_model(file, flags, overrides))
     if file:
         _merge_layer(data, file, "config file")
     if flags:
@@ -136,6 +138,34 @@ def resolve(
     for path, value in overrides:
         _set_path(data, path, value)
     return validate(data)
+
+
+def _chosen_model(file, flags, overrides) -> str:
+    """The model name the layers will end with (the last layer that names one wins)."""
+    name = DEFAULTS["model"]["name"]
+    for layer in (file or {}, flags or {}):
+        value = layer.get("model")
+        name = value if isinstance(value, str) else (value or {}).get("name", name) if isinstance(value, dict) else name
+    for path, value in overrides:
+        if path == "model.name" or (path == "model" and isinstance(value, str)):
+            name = value
+        elif path == "model" and isinstance(value, dict):
+            name = value.get("name", name)
+    return name
+
+
+def _apply_model_defaults(data: dict[str, Any], model: str) -> None:
+    """The chosen model's declared run defaults (`run_defaults=` at its registration: hookpoints,
+    device, dtype, dataset) replace the toy world's before the user's layers apply. A dataset of None means the
+    user must name one (RunContext.validate says so, after the components' own checks)."""
+    from lmmsae import plugins
+
+    try:
+        declared = plugins.get("models", model).run_defaults()
+    except UserError:
+        return  # an unknown model: validation names it
+    for key, value in declared.items():
+        data[key] = {} if value is None else copy.deepcopy(value)
 
 
 def _merge_layer(data: dict[str, Any], layer: dict[str, Any], where: str) -> None:
@@ -213,17 +243,19 @@ def validate(data: dict[str, Any]) -> RunConfig:
         hookpoints: list[str] = field(default_factory=list)
         on_bad_sample: str = "skip"
 
+    from lmmsae.models.devices import resolve_device, resolve_dtype
+
     top = parse_options(Top, {k: data.get(k) for k in TOP_LEVEL if data.get(k) is not None}, where="config")
-    if top.dtype not in DTYPES:
-        raise UserError(f"dtype {top.dtype!r} is not supported.{did_you_mean(top.dtype, DTYPES)} Use one of {', '.join(DTYPES)}")
     check_device(top.device)
+    top.device = resolve_device(top.device)  # "auto" becomes what this machine has; a missing GPU fails here
+    top.dtype = resolve_dtype(top.dtype, top.device)
     if top.on_bad_sample not in ("skip", "stop"):
         raise UserError(f"on_bad_sample = {top.on_bad_sample!r}: use skip (record and go on) or stop")
     if not top.hookpoints:
         raise UserError("no hookpoint given: pass --hookpoint, e.g. --hookpoint layers.2")
     comps = {}
-    for section in COMPONENT_SECTIONS:
-        comps[section] = _component(data.get(section), section)
+    for section in COMPONENT_SECTIONS:  # a missing dataset is named after the components' checks
+        comps[section] = _component(data.get(section), section, required=section != "dataset")
     scorers = [_component(s, f"scorers[{i}]") for i, s in enumerate(data.get("scorers") or [])]
     return RunConfig(
         **dataclasses.asdict(top), **comps, scorers=scorers,
@@ -241,7 +273,9 @@ def check_device(device: str) -> None:
                         f"{did_you_mean(str(device), ('cpu', 'cuda', 'auto'))}")
 
 
-def _component(value: Any, where: str) -> ComponentConfig:
+def _component(value: Any, where: str, required: bool = True) -> ComponentConfig:
+    if not required and isinstance(value, dict) and not value.get("name"):
+        return ComponentConfig("", dict(value))
     if not isinstance(value, dict) or not value.get("name"):
         raise UserError(f"{where} needs a name, e.g. {where}: {{name: ...}}")
     options = {k: v for k, v in value.items() if k != "name"}

@@ -36,6 +36,8 @@ class RunContext:
         """The run's component of a config section, built once per context: "dataset" and "model"
         (the adapter on the run's device and dtype). Constructor contracts: docs/plugins.md."""
         if section not in self._built:
+            if section == "dataset" and not self.config.dataset.name:
+                raise self._no_dataset()
             component, options = self.component(section)
             cls = component.load()
             self._built[section] = BUILDERS[section](cls, options, self)
@@ -136,17 +138,26 @@ class RunContext:
         from lmmsae.config import STAGES
         from lmmsae.plan import stage_module
 
-        for section in COMPONENT_SECTIONS:  # names first: a typo must not wait for torch to import
+        present = [s for s in COMPONENT_SECTIONS if getattr(self.config, s).name]
+        for section in present:  # names first: a typo must not wait for torch to import
             plugins.get(COMPONENT_SECTIONS[section], getattr(self.config, section).name)
         for spec in self.config.scorers:
             plugins.get("scorers", spec.name)
         self.preflight(list(stages))
-        for section in COMPONENT_SECTIONS:
+        for section in present:
             self.component(section)
         for spec in self.config.scorers:
             self.component("scorers", spec)
+        if not self.config.dataset.name and any("dataset" in STAGE_SECTIONS.get(s, ()) for s in stages):
+            raise self._no_dataset()
         for stage in STAGES:
             self.stage_options(stage, stage_module(stage).Options)
+
+    def _no_dataset(self) -> UserError:
+        """A real model's run names no dataset (its registration declares none: the toy shapes do not fit)."""
+        return UserError(f"model {self.config.model.name!r} needs a dataset of real images (the toy shapes fit only "
+                         f"the toy model): pass --dataset imagefolder -o dataset.root=DIR, or --dataset hf "
+                         f"-o dataset.path=NAME")
 
     def preflight(self, stages: list[str]) -> None:
         """Each component the stages use checks what it needs (an API key, a checkpoint, a folder), so a
@@ -155,7 +166,8 @@ class RunContext:
 
         sections = {s for stage in stages for s in STAGE_SECTIONS.get(stage, ())}
         specs = [("explainers", e) for e in self._compare_explainers()] if "compare" in stages else []
-        specs += [(s, getattr(self.config, s)) for s in ("explainer", "dataset", "model", "sae") if s in sections]
+        specs += [(s, getattr(self.config, s)) for s in ("explainer", "dataset", "model", "sae")
+                  if s in sections and getattr(self.config, s).name]  # a missing dataset is named in validate
         specs += [("scorers", s) for s in self.config.scorers if "scorers" in sections]
         for section, spec in specs:
             component, options = self.component(section, spec)

@@ -19,9 +19,9 @@ def parse_options(options_cls: type, values: dict[str, Any] | None, where: str, 
     for key in values:
         if key not in fields:
             known = ", ".join(sorted(fields)) or "none"
-            raise UserError(
-                f"unknown option {key!r} for {where}.{did_you_mean(key, fields)} Valid options: {known}"
-            )
+            alias = getattr(options_cls, "ALIASES", {}).get(key)
+            hint = f" Did you mean {alias!r}?" if alias in fields else did_you_mean(key, fields)
+            raise UserError(f"unknown option {key!r} for {where}.{hint} Valid options: {known}")
     hints = typing.get_type_hints(options_cls)
     coerced = {k: _coerce(v, hints.get(k, Any), f"{section or where}.{k}") for k, v in values.items()}
     missing = [

@@ -9,6 +9,7 @@ from typing import Any
 from lmmsae.errors import UserError, did_you_mean
 
 KINDS = ("models", "saes", "datasets", "backends", "explainers", "scorers")
+RUN_DEFAULTS = "run_defaults"  # the registration keyword holding a component's run defaults
 SINGULAR = {"models": "model", "saes": "SAE architecture", "datasets": "dataset", "backends": "backend",
             "explainers": "explainer", "scorers": "scorer"}
 SECTION = {"models": "model", "saes": "sae", "datasets": "dataset", "backends": "explainer", "explainers": "explainer",
@@ -55,11 +56,17 @@ class Component:
         from lmmsae.options import parse_options
 
         cls = self.load()
-        merged = {**self.defaults, **(values or {})}
+        merged = {**{k: v for k, v in self.defaults.items() if k != RUN_DEFAULTS}, **(values or {})}
         where = f"{SINGULAR[self.kind]} {self.name!r}"
         if hasattr(cls, "parse_options"):
             return cls.parse_options(merged, where, SECTION[self.kind])
         return parse_options(getattr(cls, "Options"), merged, where=where, section=SECTION[self.kind])
+
+    def run_defaults(self) -> dict[str, Any]:
+        """Top-level run settings this component implies when the user gives none, declared at
+        registration (`register(name, target, run_defaults={...})`): e.g. a model's hookpoints, device,
+        dtype and dataset. Read without importing the component."""
+        return dict(self.defaults.get(RUN_DEFAULTS) or {})
 
 
 class Registry:

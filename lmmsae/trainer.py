@@ -89,6 +89,16 @@ def init_distributed(device: str = "cpu") -> str:
     return str(dev)
 
 
+def join_group(device: str = "cpu") -> str:
+    """`init_distributed` for a whole command under torchrun: the group lives until the process
+    ends, so the stages' `shutdown_distributed` leaves it alone (no tear-down and re-rendezvous
+    between stages)."""
+    global _OWN_GROUP
+    device = init_distributed(device)
+    _OWN_GROUP = False
+    return device
+
+
 def shutdown_distributed() -> None:
     """Destroy the process group if `init_distributed` created it."""
     global _OWN_GROUP

@@ -35,11 +35,18 @@ def test_a_missing_folder_names_the_option(tmp_path):
 
 
 def run_check(checkpoint: str, cache: Path, offline: bool) -> subprocess.CompletedProcess:
-    """check_checkpoint in a fresh interpreter: huggingface_hub reads its cache folder at import."""
-    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1" if offline else "0",
-           "TRANSFORMERS_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
-    code = f"from lmmsae.checkpoints import check_checkpoint; check_checkpoint({checkpoint!r}, 'model.checkpoint')"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    """check_checkpoint in a fresh interpreter: huggingface_hub reads its cache folder at import. Online,
+    the hub endpoint is a local socket that accepts connections (no network here)."""
+    import socket
+
+    with socket.socket() as hub:
+        hub.bind(("127.0.0.1", 0))
+        hub.listen(4)
+        env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1" if offline else "0",
+               "TRANSFORMERS_OFFLINE": "0", "PYTHONPATH": str(ROOT),
+               "HF_ENDPOINT": f"http://127.0.0.1:{hub.getsockname()[1]}"}
+        code = f"from lmmsae.checkpoints import check_checkpoint; check_checkpoint({checkpoint!r}, 'model.checkpoint')"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
 
 
 def test_hub_ids_must_be_in_the_cache_only_offline(tmp_path):

@@ -41,7 +41,8 @@ class LocalBackend(Backend):
 
         if not options.checkpoint:
             raise UserError("needs a checkpoint: -o explainer.checkpoint=<HF id or folder>")
-        check_checkpoint(options.checkpoint, "explainer.checkpoint")
+        check_checkpoint(options.checkpoint, "explainer.checkpoint",
+                         alternative="use the toy world's explainer (--explainer toy-llava) or an API explainer")
 
     def __init__(self, options=None, name=None, cache=None):
         super().__init__(options, name, cache)

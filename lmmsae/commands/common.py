@@ -80,10 +80,9 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
 
     world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     leader = os.environ.get("RANK", "0") in ("", "0")
-    if world_size > 1 and not params.get("resume"):
-        raise UserError(f"under torchrun every rank must open the same existing run: create it first (e.g. "
-                        f"`lmmsae collect --name myrun`), then `torchrun --nproc-per-node {world_size} -m lmmsae "
-                        f"{stage or 'train'} --resume --name myrun`")
+    if world_size > 1 and not params.get("resume") and not params.get("name"):
+        raise UserError(f"under torchrun every rank must open the same run: name it, e.g. `torchrun "
+                        f"--nproc-per-node {world_size} -m lmmsae {stage or 'run'} --name myrun ...`")
     if params.get("resume"):
         run = RunDir.open(out, name)
         saved = run.saved_config()
@@ -106,13 +105,17 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
             ctx.changes = _diff(saved, config.to_dict())  # saved by ctx.accept(), once a stage accepts it
         if leader:
             run.log("resume", stage=stage, runs=list(runs))
-    else:
+    elif leader:
         ctx.run = run = RunDir.create(config.out, config.name)
         config.name = run.path.name
         run.write_config(config)
         run.write_env()
         run.log("start", name=config.name, runs=list(runs))
         ctx.created = True
+    if world_size > 1 and not params.get("resume"):  # torchrun, new run: rank 0 made it, the others open it
+        _barrier(config.device)
+        if not leader:
+            ctx.run = RunDir.open(config.out, config.name)
     current = click.get_current_context(silent=True)
     if current is not None:  # so an interrupt can say which run to resume
         from lmmsae.cli import RUN_KEY
@@ -142,11 +145,27 @@ def _has_outputs(path) -> bool:
     return any(p.name not in own for p in path.iterdir()) if path.is_dir() else False
 
 
+def _barrier(device: str) -> None:
+    """Wait for every torchrun rank (joining the process group if needed)."""
+    import torch.distributed as dist
+
+    from lmmsae.trainer import join_group
+
+    join_group(device)
+    dist.barrier()
+
+
 def run_stages(ctx, stages: tuple[str, ...]) -> None:
-    """Run each stage that has work in the plan, in order, logging its start and end."""
+    """Run each stage that has work in the plan, in order, logging its start and end. Under torchrun,
+    ranks other than 0 run only the stages that split their work across ranks (`DISTRIBUTED = True`)."""
+    import os
+
     from lmmsae.plan import stage_module
 
+    rank = int(os.environ.get("RANK", "0") or 0) if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else 0
     for stage in stages:
+        if rank != 0 and not getattr(stage_module(stage), "DISTRIBUTED", False):
+            continue
         units = ctx.plan.of(stage)
         if units and not any(u.todo for u in units):
             if ctx.run is not None and any(u.needed for u in units):

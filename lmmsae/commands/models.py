@@ -9,7 +9,9 @@ import click
                     "config alone, no weights loaded).")
 @click.option("--hookpoints", "model", metavar="MODEL", help="Show the hookpoints of this model.")
 @click.option("--checkpoint", help="Hub id or local folder to read instead of the adapter's default.")
-def models(model, checkpoint):
+@click.option("--config", "config_file", metavar="PATH",
+              help="A config.json to read instead (a random-init architecture, e.g. benchmarks/configs/*.json).")
+def models(model, checkpoint, config_file):
     from lmmsae import plugins as pl
 
     if model is None:
@@ -19,7 +21,13 @@ def models(model, checkpoint):
         return
     component = pl.get("models", model)
     adapter_cls = component.load()
-    options = component.options({"checkpoint": checkpoint} if checkpoint else None)
+    values = {"checkpoint": checkpoint} if checkpoint else {}
+    if config_file:
+        values.update(config=config_file, random_init=True)
+    options = component.options(values)
+    preflight = getattr(adapter_cls, "preflight", None)
+    if preflight is not None:
+        preflight(options, flag="--checkpoint DIR")
     from lmmsae.models.hookpoints import short
 
     for name in adapter_cls.list_hookpoints(options):

@@ -143,9 +143,10 @@ class ModelAdapter(ABC):
         self.options = options
 
     @classmethod
-    def preflight(cls, options) -> None:
+    def preflight(cls, options, flag: str | None = None) -> None:
         """Cheap checks, before any stage starts, of what this component will need (an API key, a
-        checkpoint, a folder): raise UserError saying what is missing. No model loads here."""
+        checkpoint, a folder): raise UserError saying what is missing (`flag`: how to point at a
+        local copy). No model loads here."""
 
     @classmethod
     @abstractmethod

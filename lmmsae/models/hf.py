@@ -9,7 +9,6 @@ through `intervene` in forward passes and `generate`.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +18,7 @@ import torch
 
 from lmmsae.errors import UserError
 from lmmsae.models import hookpoints as hp
+from lmmsae import checkpoints
 from lmmsae.models import interventions
 from lmmsae.models.base import Batch, BadImage, ModelAdapter, TokenMap, check_image
 from lmmsae.models.token_map import Layout, assemble
@@ -42,26 +42,27 @@ def resolve_checkpoint(checkpoint: str) -> str:
     path = Path(checkpoint).expanduser()
     if path.exists():
         return str(path)
-    if checkpoint.startswith(("/", "./", "../", "~")) or checkpoint.count("/") > 1:
-        raise UserError(f"model checkpoint folder {checkpoint!r} does not exist")
+    if checkpoints.looks_local(checkpoint):
+        raise UserError(f"checkpoint folder {checkpoint!r} does not exist: fix -o model.checkpoint=PATH")
     return checkpoint
 
 
 @contextlib.contextmanager
 def _loading(checkpoint: str):
-    """Turn "cannot find it offline" (or a broken folder) into one plain line."""
+    """Turn a broken folder or a failed download into one plain line."""
     try:
         yield
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if Path(resolve_checkpoint(checkpoint)).exists():
             raise UserError(f"cannot load model from {checkpoint!r}: {first[:200]}") from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        where = "offline (HF_HUB_OFFLINE=1)" if offline else "here"
         raise UserError(
-            f"cannot load model {checkpoint!r} {where}: it is not a local folder and not in the Hugging Face "
-            f"cache ({first[:160]}). Download it where there is network (`hf download {checkpoint}`) or "
+            f"cannot load model {checkpoint!r}: it is not a local folder and the Hugging Face hub did not give it "
+            f"({first[:160]}). Download it where there is network (`hf download {checkpoint}`) or "
             f"pass a local folder with -o model.checkpoint=PATH") from None
+
+
+OFFLINE_ALTERNATIVE = "run the toy world instead (`lmmsae run` without --model)"
 
 
 class TransformersAdapter(ModelAdapter):
@@ -79,32 +80,30 @@ class TransformersAdapter(ModelAdapter):
         padding_side: str = "right"          # "left" or "right" (generate always pads left)
         attn_implementation: str | None = None
         stop_early: bool = True              # skip blocks after the deepest captured hookpoint
+        config: str = ""                     # a config.json to build the architecture from (needs random_init)
+        random_init: bool = False            # random weights from `config` (or the checkpoint's config)
+        scale: float = 1.0                   # random_init: shrink widths and image tokens, keeping proportions
+        init_seed: int = 0                   # random_init: the weights' seed (every stage builds the same model)
+        device_map: str | None = None        # e.g. "auto": spread a checkpoint over the visible GPUs (accelerate)
 
-    @classmethod
-    def preflight(cls, options) -> None:
-        from lmmsae.checkpoints import check_checkpoint
-
-        check_checkpoint(options.checkpoint, "model.checkpoint")
+        ALIASES = {"path": "checkpoint", "model_path": "checkpoint", "config_path": "config"}
 
     def __init__(self, options, device: str = "cpu", dtype: str = "float32"):
         super().__init__(options, device, dtype)
-        import transformers
+        from lmmsae.models.devices import resolve_device
 
         if options.padding_side not in ("left", "right"):
             raise UserError(f"model.padding_side must be 'left' or 'right', not {options.padding_side!r}")
         if dtype not in DTYPES:
             raise UserError(f"dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
-        self.device = torch.device(device)
+        self.preflight(options)
+        self.device = torch.device(resolve_device(device))
         self.dtype = DTYPES[dtype]
-        self.path = resolve_checkpoint(options.checkpoint)
-        self._check_type(self._config(options))
-        kwargs = {"dtype": self.dtype}
-        if options.attn_implementation:
-            kwargs["attn_implementation"] = options.attn_implementation
-        with _loading(options.checkpoint):
-            self.model = getattr(transformers, self.model_class).from_pretrained(self.path, **kwargs)
-            self.processor = transformers.AutoProcessor.from_pretrained(self.path)
-        self.model.to(self.device).eval()
+        if options.random_init:
+            self._build_random(options)
+        else:
+            self._load_checkpoint(options)
+        self.model.eval()
         self.model.requires_grad_(False)
         self.config = self.model.config
         self.tokenizer = self.processor.tokenizer
@@ -119,12 +118,87 @@ class TransformersAdapter(ModelAdapter):
     # ------------------------------------------------------------------ loading and naming
 
     @classmethod
-    def _config(cls, options):
+    def preflight(cls, options, flag: str | None = None) -> None:
+        """Cheap checks before any stage runs (no weights loaded): the options agree with each other and
+        the checkpoint is reachable (offline: a local folder or in the hub cache). One-line UserErrors."""
+        if options.random_init:
+            if not 0 < options.scale <= 1:
+                raise UserError(f"model.scale must be in (0, 1], not {options.scale}")
+            if options.device_map:
+                raise UserError("model.device_map applies to loading a checkpoint; a random_init model is built on "
+                                "one device: drop -o model.device_map")
+            if options.config:
+                from lmmsae.models.random_init import read_config
+
+                read_config(options.config)
+                return
+        elif options.config or options.scale != 1:
+            raise UserError("model.config and model.scale build a model with random weights: add "
+                            "-o model.random_init=true (or drop them to load model.checkpoint)")
+        checkpoints.check_checkpoint(options.checkpoint, "model.checkpoint", flag=flag, alternative=OFFLINE_ALTERNATIVE)
+
+    def _load_checkpoint(self, options) -> None:
         import transformers
 
+        self.path = resolve_checkpoint(options.checkpoint)
+        self._check_type(self._config(options))
+        kwargs = {"dtype": self.dtype, "local_files_only": self._local_only(options)}
+        if options.attn_implementation:
+            kwargs["attn_implementation"] = options.attn_implementation
+        if options.device_map:
+            kwargs["device_map"] = options.device_map
+        with _loading(options.checkpoint):
+            self.model = getattr(transformers, self.model_class).from_pretrained(self.path, **kwargs)
+            self.processor = transformers.AutoProcessor.from_pretrained(
+                self.path, local_files_only=kwargs["local_files_only"])
+        if options.device_map:  # inputs go where the embeddings live
+            self.device = self.model.get_input_embeddings().weight.device
+        else:
+            self.model.to(self.device)
+
+    def _build_random(self, options) -> None:
+        from lmmsae.models import random_init
+
+        config = self._config(options)
+        self._check_type(config)
+        if options.attn_implementation:
+            config._attn_implementation = options.attn_implementation
+        self.path = options.config or resolve_checkpoint(options.checkpoint)
+        self.model = random_init.build(self.model_class, config, self.dtype, self.device, options.init_seed)
+        self.processor = self.build_processor(config, random_init.byte_tokenizer())
+
+    @classmethod
+    def build_processor(cls, config, tokenizer):
+        """The processor a checkpoint of this family would ship, from its config (random_init)."""
+        raise UserError(f"model {cls.adapter_name!r} cannot build a processor from a config: random_init is "
+                        f"not supported for it")
+
+    @classmethod
+    def _local_only(cls, options) -> bool:
+        """Load from local files only (a cached hub id while offline): no hub calls, no retries."""
+        return checkpoints.check_checkpoint(options.checkpoint, "model.checkpoint", alternative=OFFLINE_ALTERNATIVE)
+
+    @classmethod
+    def _config(cls, options):
+        """The model's config: from the checkpoint, or (random_init) built and scaled from `config`."""
+        import transformers
+
+        if options.random_init:
+            from lmmsae.models import random_init
+
+            tokenizer = random_init.byte_tokenizer()
+            if options.config:
+                config = random_init.read_config(options.config)
+            else:
+                path = resolve_checkpoint(options.checkpoint)
+                with _loading(options.checkpoint):
+                    config = transformers.AutoConfig.from_pretrained(path, local_files_only=cls._local_only(options))
+            config = random_init.scale_config(config, options.scale, vocab_min=len(tokenizer))
+            random_init.tie_to_tokenizer(config, tokenizer)
+            return config
         path = resolve_checkpoint(options.checkpoint)
         with _loading(options.checkpoint):
-            return transformers.AutoConfig.from_pretrained(path)
+            return transformers.AutoConfig.from_pretrained(path, local_files_only=cls._local_only(options))
 
     @classmethod
     def _check_type(cls, config) -> None:
@@ -162,13 +236,19 @@ class TransformersAdapter(ModelAdapter):
     def identity(self) -> dict[str, Any]:
         import transformers
 
-        return {
+        out = {
             "adapter": self.adapter_name, "class": self.model_class, "checkpoint": self.options.checkpoint,
             "path": self.path, "model_type": self.config.model_type,
             "commit": getattr(self.config, "_commit_hash", None), "dtype": str(self.dtype).replace("torch.", ""),
             "prompt": self.options.prompt, "chat_template": self.options.chat_template,
             "transformers": transformers.__version__,
         }
+        if self.options.random_init:
+            from lmmsae.models.random_init import describe
+
+            out.update(random_init=True, config=self.options.config, scale=self.options.scale,
+                       init_seed=self.options.init_seed, shapes=describe(self.config))
+        return out
 
     # ------------------------------------------------------------------ batches
 
@@ -239,6 +319,12 @@ class TransformersAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ running
 
+    def _memory(self, what: str, batch: Batch):
+        """CUDA out-of-memory becomes one line naming the batch-size options to lower."""
+        from lmmsae.models.devices import out_of_memory_hint
+
+        return out_of_memory_hint(what, len(batch), batch.n_tokens, self.device)
+
     @contextlib.contextmanager
     def _running(self, token_map: TokenMap | None, generating: bool = False):
         previous = self.current_run
@@ -263,7 +349,7 @@ class TransformersAdapter(ModelAdapter):
 
         handles = [self._modules[n].register_forward_hook(capture(n)) for n in names]
         try:
-            with self._running(batch.token_map), torch.set_grad_enabled(grad):
+            with self._running(batch.token_map), torch.set_grad_enabled(grad), self._memory("a forward pass", batch):
                 self.model(**self._inputs(batch), use_cache=False, logits_to_keep=1)
         except _Stop:
             pass
@@ -273,7 +359,7 @@ class TransformersAdapter(ModelAdapter):
         return {n: captured[n] for n in names}
 
     def logits(self, batch: Batch, grad: bool = False) -> torch.Tensor:
-        with self._running(batch.token_map), torch.set_grad_enabled(grad):
+        with self._running(batch.token_map), torch.set_grad_enabled(grad), self._memory("a forward pass", batch):
             return self.model(**self._inputs(batch), use_cache=False).logits
 
     def intervene(self, hookpoint, edit, token_kinds=None, prefill_only: bool = False):
@@ -287,7 +373,7 @@ class TransformersAdapter(ModelAdapter):
         kwargs.setdefault("do_sample", False)
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         inputs = self._inputs(batch, with_positions=False)
-        with self._running(batch.token_map, generating=True), torch.no_grad():
+        with self._running(batch.token_map, generating=True), torch.no_grad(), self._memory("generation", batch):
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **kwargs)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [s.strip() for s in self.processor.batch_decode(new, skip_special_tokens=True)]

@@ -25,3 +25,16 @@ class LlavaNextAdapter(TransformersAdapter):
         return anyres_layout(orig_hw, self.processor.image_processor, self.config.image_grid_pinpoints,
                              int(vc.image_size), int(vc.patch_size), self._strategy_extra(),
                              max_tiles=self._max_tiles())
+
+    @classmethod
+    def build_processor(cls, config, tokenizer):
+        """llava-hf/llava-v1.6's: CLIP normalisation, anyres tiles of the tower's size over the pinpoints."""
+        from transformers import LlavaNextImageProcessor, LlavaNextProcessor
+
+        vc = config.vision_config
+        ip = LlavaNextImageProcessor(size={"shortest_edge": vc.image_size},
+                                     crop_size={"height": vc.image_size, "width": vc.image_size},
+                                     image_grid_pinpoints=[list(p) for p in config.image_grid_pinpoints])
+        return LlavaNextProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=vc.patch_size,
+                                  vision_feature_select_strategy=config.vision_feature_select_strategy,
+                                  num_additional_image_tokens=1)

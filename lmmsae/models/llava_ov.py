@@ -28,3 +28,19 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
             raise UserError(f"vision_aspect_ratio {aspect!r} of this checkpoint is not anyres_max_<N>: "
                             f"lmmsae's llava-ov adapter reads only that form")
         return int(tiles)
+
+    @classmethod
+    def build_processor(cls, config, tokenizer):
+        """llava-hf/llava-onevision's: SigLIP normalisation (0.5), square base view, anyres_max_N tiles."""
+        from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+
+        vc = config.vision_config
+        side = vc.image_size
+        ip = LlavaOnevisionImageProcessor(size={"height": side, "width": side},
+                                          image_grid_pinpoints=[list(p) for p in config.image_grid_pinpoints],
+                                          image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+        video = LlavaOnevisionVideoProcessor(size={"height": side, "width": side})
+        return LlavaOnevisionProcessor(image_processor=ip, tokenizer=tokenizer, video_processor=video,
+                                       num_image_tokens=(side // vc.patch_size) ** 2,
+                                       vision_feature_select_strategy=config.vision_feature_select_strategy,
+                                       vision_aspect_ratio=getattr(config, "vision_aspect_ratio", "anyres_max_9"))

@@ -24,6 +24,8 @@ from lmmsae.errors import UserError
 
 
 
+DISTRIBUTED = True  # under torchrun every rank takes part (lmmsae.commands.common.run_stages)
+
 
 @dataclass
 class Options:

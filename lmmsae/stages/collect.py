@@ -8,6 +8,7 @@ recorded in the file) or stops the run, as the run's `on_bad_sample` says (lmmsa
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,28 +73,69 @@ def units(ctx) -> list:
         "dtype": c.dtype, "on_bad_sample": c.on_bad_sample, "collect": without(opts, "batch_size")})]
 
 
+DISTRIBUTED = True  # under torchrun every rank collects a shard; rank 0 merges them
+
+
 def run(ctx) -> None:
+    """Collect activations.h5; under torchrun (WORLD_SIZE > 1) each rank collects a contiguous,
+    batch-aligned shard of the samples and rank 0 merges the shards into what one process writes."""
     (unit,) = ctx.units("collect")
     if not ctx.wants(unit):
         return
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        return _run_sharded(ctx, unit, world)
     opts = ctx.stage_options("collect", Options)
-    rel = artifacts.ACTIVATIONS
     dataset = ctx.build("dataset")
     adapter = ctx.build("model")
+    ctx.start(unit)
+    ctx.finish(unit, **_collect(ctx, unit, opts, adapter, dataset, ctx.run.file(artifacts.ACTIVATIONS)))
+
+
+def _collect(ctx, unit, opts, adapter, dataset, path, shard=(0, 1)) -> dict[str, Any]:
     hookpoints = adapter.resolve_hookpoints(ctx.config.hookpoints)
     identity = {"name": ctx.config.dataset.name, **dataset.identity()}
-    ctx.start(unit)
-    ctx.log("collect-start", hookpoints=hookpoints, resume=unit.status == "resume")
-    info = collect(adapter, dataset, hookpoints, ctx.run.file(rel), opts, dataset_identity=identity,
-                   log=ctx.log, model_name=ctx.config.model.name, policy=ctx.config.on_bad_sample)
-    ctx.finish(unit, **info)
+    ctx.log("collect-start", hookpoints=hookpoints, resume=unit.status == "resume", shard=shard[0], shards=shard[1])
+    return collect(adapter, dataset, hookpoints, path, opts, dataset_identity=identity, log=ctx.log,
+                   model_name=ctx.config.model.name, policy=ctx.config.on_bad_sample, shard=shard)
+
+
+def _run_sharded(ctx, unit, world: int) -> None:
+    import shutil
+
+    import torch.distributed as dist
+
+    from lmmsae.stores.activations import merge
+    from lmmsae.trainer import init_distributed
+
+    device = init_distributed(ctx.config.device)  # joins the group; cuda becomes cuda:<LOCAL_RANK>
+    rank = dist.get_rank()
+    shards = [ctx.run.file(f"{artifacts.ACTIVATION_SHARDS_DIR}/activations-{r:03d}-of-{world:03d}.h5")
+              for r in range(world)]
+    opts = ctx.stage_options("collect", Options)
+    dataset = ctx.build("dataset")
+    model_comp, model_opts = ctx.component("model")
+    adapter = model_comp.load()(model_opts, device=device, dtype=ctx.config.dtype)
+    if rank == 0:
+        ctx.start(unit)
+        if unit.status in ("run", "rerun"):  # shards of an earlier config are never resumed
+            shutil.rmtree(ctx.run.file(artifacts.ACTIVATION_SHARDS_DIR), ignore_errors=True)
+    dist.barrier()
+    info = _collect(ctx, unit, opts, adapter, dataset, shards[rank], shard=(rank, world))
+    dist.barrier()
+    if rank == 0:
+        merged = merge(shards, ctx.run.file(artifacts.ACTIVATIONS), seconds=info["seconds"], shards=world)
+        ctx.finish(unit, **merged, shards=world)
+        shutil.rmtree(ctx.run.file(artifacts.ACTIVATION_SHARDS_DIR), ignore_errors=True)
+    dist.barrier()
 
 
 def collect(adapter, dataset, hookpoints: list[str], path: str | Path, options: Options | None = None,
             dataset_identity: dict | None = None, log: Callable[..., None] | None = None,
-            model_name: str | None = None, policy: str = "skip") -> dict[str, Any]:
-    """Write activations of `hookpoints` for every sample of `dataset` to `path`; resume if partial.
-    Bad samples are skipped (recorded in the file) or stop the run, as `policy` says."""
+            model_name: str | None = None, policy: str = "skip", shard: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+    """Write activations of `hookpoints` for every sample of `dataset` (or shard `(rank, world)` of
+    them, see `shard_range`) to `path`; resume if partial. Bad samples are skipped (recorded in the
+    file) or stop the run, as `policy` says."""
     from lmmsae.models.base import TokenKind
     from lmmsae.progress import track
     from lmmsae.stores.activations import ActivationWriter
@@ -103,13 +145,14 @@ def collect(adapter, dataset, hookpoints: list[str], path: str | Path, options: 
     hookpoints = adapter.resolve_hookpoints(hookpoints)
     identity = {"model": {**adapter.identity(), **({"name": model_name} if model_name else {})},
                 "dataset": dataset_identity or dataset.identity(), "kinds": kinds}
-    stop = len(dataset) if options.max_samples is None else min(len(dataset), options.max_samples)
+    n = len(dataset) if options.max_samples is None else min(len(dataset), options.max_samples)
+    lo, stop = shard_range(n, options.batch_size, *shard)
     writer = ActivationWriter(path, {h: adapter.d_model(h) for h in hookpoints}, options.dtype, identity,
                               compression=options.compression)
     try:
         if writer.complete:
             return {"n_tokens": writer.n_tokens, "n_samples": writer.n_samples_committed, "resumed": True}
-        start = writer.next_sample
+        start = max(writer.next_sample, lo)
         n_batches = -(-(stop - start) // options.batch_size)
         t0, tokens0, skipped = time.perf_counter(), writer.n_tokens, 0
         chunks = iter_chunks(adapter, dataset, hookpoints, options.batch_size, kinds, start, stop,
@@ -125,6 +168,14 @@ def collect(adapter, dataset, hookpoints: list[str], path: str | Path, options: 
         return info
     finally:
         writer.close()
+
+
+def shard_range(n: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
+    """Samples [lo, hi) of shard `rank`: whole batches of one process's batching, balanced, so every
+    batch (and its padding) is the one a single process would run."""
+    n_batches = -(-n // batch_size)
+    lo, hi = rank * n_batches // world, (rank + 1) * n_batches // world
+    return min(lo * batch_size, n), min(hi * batch_size, n)
 
 
 def stream_activations(adapter, dataset, hookpoints: list[str], batch_size: int = 16, kinds=None,

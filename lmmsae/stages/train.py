@@ -26,6 +26,9 @@ from lmmsae.errors import UserError
 from lmmsae.trainer_options import TrainerOptions
 
 
+DISTRIBUTED = True  # under torchrun every rank takes part (lmmsae.commands.common.run_stages)
+
+
 @dataclass
 class Options:
     source: str = "activations"       # activations (collect/activations.h5) or model (stream, store nothing)

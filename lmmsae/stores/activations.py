@@ -210,10 +210,16 @@ class ActivationWriter:
     def append(self, acts: dict[str, Any], tokens: dict[str, np.ndarray], samples: list[dict[str, Any]],
                skipped: list[dict[str, Any]], next_sample: int) -> None:
         """Write one batch and commit it: afterwards a reopen resumes at `next_sample`."""
+        self._append_raw({name: to_storage(acts[name], self.dtype) for name in self.hookpoints}, tokens, samples,
+                         skipped, next_sample)
+
+    def _append_raw(self, acts: dict[str, Any], tokens: dict[str, np.ndarray], samples: list[dict[str, Any]],
+                    skipped: list[dict[str, Any]], next_sample: int) -> None:
+        """`append` with activations already in their stored form (numpy, or a tensor of stored values)."""
         n0, n = self.n_tokens, len(tokens["position"])
         columns: dict[str, np.ndarray] = {}
         for name in self.hookpoints:
-            data = to_storage(acts[name], self.dtype)
+            data = np.asarray(acts[name])
             if data.shape != (n, self.hookpoints[name]):
                 raise ValueError(f"{name}: got {data.shape}, expected {(n, self.hookpoints[name])}")
             columns[f"{name}/acts"] = data
@@ -502,6 +508,48 @@ class ActivationReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def merge(paths: list[str | Path], out: str | Path, **info: Any) -> dict[str, Any]:
+    """Concatenate complete shard files (contiguous sample ranges, in order) into `out`: the same
+    datasets, rows, commits and identity as one process collecting every sample would write (each
+    shard's commits are replayed in order, one batch at a time). Returns the merged counts."""
+    readers = [ActivationReader(p) for p in paths]
+    try:
+        first = readers[0]
+        for r in readers[1:]:
+            if any(str(r.f.attrs[k]) != str(first.f.attrs[k]) for k in IDENTITY_ATTRS):
+                raise UserError(f"{r.path} and {first.path} were collected with different settings: collect again")
+        identity = {"model": first.model, "dataset": first.dataset, "kinds": first.kinds}
+        with ActivationWriter(out, {h: first.d_in(h) for h in first.hookpoints}, first.dtype, identity) as writer:
+            for r in readers:
+                _replay(r, writer)
+            counts = {"n_tokens": writer.n_tokens, "n_samples": writer.n_samples_committed,
+                      "skipped": int(writer.f.attrs.get("n_skipped", 0))}
+            writer.finish(**counts, **info)
+        return counts
+    finally:
+        for r in readers:
+            r.close()
+
+
+def _replay(reader: "ActivationReader", writer: ActivationWriter) -> None:
+    """Append every commit of `reader` to `writer`, as it was committed."""
+    f = reader.f
+    n = int(f.attrs.get("n_commits", 0))
+    ends = {c: f[f"commits/{c}"][:n] for c in ("tokens", "samples", "skipped", "next_sample")}
+    samples, skipped = reader.samples(), reader.skipped()
+    grids = f["samples/grids"][: len(samples["index"])]
+    t0 = s0 = k0 = 0
+    for i in range(n):
+        t1, s1, k1 = int(ends["tokens"][i]), int(ends["samples"][i]), int(ends["skipped"][i])
+        batch = [{"index": int(samples["index"][j]), "id": samples["id"][j], "token_count": int(samples["token_count"][j]),
+                  "width": int(samples["width"][j]), "height": int(samples["height"][j]),
+                  "grids": json.loads(grids[j].decode() if isinstance(grids[j], bytes) else grids[j])}
+                 for j in range(s0, s1)]
+        writer._append_raw({h: f[f"{h}/acts"][t0:t1] for h in reader.hookpoints}, reader.tokens(t0, t1), batch,
+                           skipped[k0:k1], int(ends["next_sample"][i]))
+        t0, s0, k0 = t1, s1, k1
 
 
 def _tensor(rows: np.ndarray, device, torch):

@@ -157,7 +157,7 @@ def test_unloadable_checkpoints_say_so(llava_path, tmp_path, monkeypatch):
     from lmmsae.models.llava_next import LlavaNextAdapter
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UserError, match="cannot load model 'nobody/no-such-model' offline"):
+    with pytest.raises(UserError, match="checkpoint 'nobody/no-such-model' is not a local folder and not in the Hugging Face cache"):
         LlavaAdapter(LlavaAdapter.Options(checkpoint="nobody/no-such-model"))
     with pytest.raises(UserError, match="does not exist"):
         LlavaAdapter(LlavaAdapter.Options(checkpoint=str(tmp_path / "missing")))
@@ -203,3 +203,21 @@ def test_onevision_other_aspect_ratios_are_refused(aspect):
     adapter.config = SimpleNamespace(vision_aspect_ratio=aspect)
     with pytest.raises(UserError, match="not anyres_max_<N>"):
         adapter._max_tiles()
+
+
+def test_cuda_out_of_memory_is_one_line_naming_the_batch_options(llava_adapter):
+    """torch's OOM error, raised inside a real forward (from a hooked block), becomes one UserError line."""
+    from lmmsae.models.devices import OutOfMemory
+
+    def oom(acts, mask):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    batch = llava_adapter.prepare(samples())
+    for call in (lambda: llava_adapter.forward(batch, ["layers.2"]), lambda: llava_adapter.logits(batch),
+                 lambda: llava_adapter.generate(batch, max_new_tokens=2)):
+        with llava_adapter.intervene("layers.1", oom), pytest.raises(OutOfMemory) as err:
+            call()
+        message = str(err.value)
+        assert "\n" not in message and f"of 3 samples ({batch.n_tokens} tokens)" in message
+        assert "-o collect.batch_size" in message and "-o model.device_map=auto" in message
+    assert isinstance(err.value, UserError)

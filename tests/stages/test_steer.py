@@ -146,7 +146,8 @@ def test_steer_command_line(tiny, tmp_path):
     assert all(r["token_kinds"] == [1] for r in rows)
     assert all(r["steered"] == r["original"] for r in rows if r["strength"] == 0)
     bad = CliRunner().invoke(cli, args[:1] + ["--out", str(tmp_path / "runs"), "--name", "t", "--model", "llava",
-                                              "-o", f"model.checkpoint={path}", "--hookpoint", "layers.1"])
+                                              "-o", f"model.checkpoint={path}", "--hookpoint", "layers.1",
+                                              "--dataset", "shapes"])
     assert bad.exit_code != 0 and "at least one feature" in bad.output
 
 
