@@ -29,7 +29,7 @@ class TokenKind(enum.IntEnum):
     @classmethod
     def parse(cls, kinds: Iterable[str | int | "TokenKind"] | str | None) -> list["TokenKind"] | None:
         """Names ("image", "text", ...) or ints to kinds; None means every kind."""
-        from lmmsae.errors import UserError, did_you_mean
+        from lmmsae.errors import did_you_mean
 
         if kinds is None:
             return None

@@ -19,7 +19,6 @@ CRCs and cut after the last intact commit (a failed HDF5 write can damage rows c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import h5py
 import numpy as np
 
 from lmmsae.errors import UserError
-from lmmsae.stores.disk import MARGIN, abandon, chunk_bytes, disk_errno, disk_error, reserve
+from lmmsae.stores.disk import MARGIN, GuardedWriter, abandon, chunk_bytes, disk_errno, disk_error
 
 SCHEMA_VERSION = 2
 STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
@@ -63,7 +62,7 @@ def from_storage(array: np.ndarray, dtype: str) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-class ActivationWriter:
+class ActivationWriter(GuardedWriter):
     """Appends batches to activations.h5; reopening a partial file resumes after its last commit.
 
     Each batch is one commit: its rows are written and flushed, then a commit record (row counts
@@ -287,31 +286,6 @@ class ActivationWriter:
         except Exception:  # noqa: BLE001 - a failed flush on close: never let HDF5 retry it; the file
             abandon(self.f)  # stays as last committed, unclean, and is verified when reopened
 
-    @contextlib.contextmanager
-    def _writing(self):
-        """HDF5 writes; a failure leaves HDF5's caches half-updated, so the handle is abandoned."""
-        if self._broken:
-            raise UserError(f"{self.path} is closed after a failed write: rerun with --resume")
-        try:
-            yield
-        except UserError:
-            raise
-        except Exception as exc:
-            self._broken = True
-            abandon(self.f)
-            code = disk_errno(exc)
-            if code is not None:
-                raise disk_error(self.path, code) from None
-            raise
-
-    def _reserve(self, nbytes: int) -> None:
-        reserve(self.path, self.f.id.get_filesize() + nbytes + MARGIN)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 COMMIT_COLUMNS = ("tokens", "samples", "skipped", "next_sample", "crc")

@@ -10,6 +10,7 @@ disk) and report one line. Resume then trusts only what was committed and verifi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -97,3 +98,41 @@ def chunk_bytes(ds, n_new: int) -> int:
         per_row *= extent
     chunks = -(-(n0 + n_new) // rows) - (-(-n0 // rows))
     return chunks * rows * per_row
+
+
+class GuardedWriter:
+    """Base of the stores' writers: `self.f` (an h5py file at `self.path`) is written inside
+    `_writing()`, which turns a full or read-only disk into one line and abandons the handle after
+    any failed write; `_reserve(n)` allocates the next `n` bytes before HDF5 needs them."""
+
+    path: Path
+    f = None
+    _broken = False
+
+    @contextlib.contextmanager
+    def _writing(self):
+        if self._broken:
+            raise UserError(f"{self.path} is closed after a failed write: rerun with --resume")
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as exc:
+            self._broken = True
+            abandon(self.f)
+            code = disk_errno(exc)
+            if code is not None:
+                raise disk_error(self.path, code) from None
+            raise
+
+    def _reserve(self, nbytes: int) -> None:
+        reserve(self.path, self.f.id.get_filesize() + nbytes + MARGIN)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -30,7 +30,6 @@ with the number of images. The stage marks the file complete (`features.h5.compl
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -44,7 +43,7 @@ from lmmsae.cache.layout import MapLayout, ViewGeometry
 from lmmsae.cache.state import FeatureCache, SampleInfo
 from lmmsae.cache.stats import KINDS, LatentStats
 from lmmsae.errors import UserError
-from lmmsae.stores.disk import MARGIN, abandon, chunk_bytes, disk_errno, disk_error, reserve
+from lmmsae.stores.disk import GuardedWriter, abandon, chunk_bytes, disk_errno, disk_error
 
 FORMAT = "lmmsae.features"
 SCHEMA_VERSION = 2
@@ -68,7 +67,7 @@ def write_cache(cache: FeatureCache, path: str | Path, attrs: dict[str, Any] | N
 class UnreadableFeatures(UserError):
     """A features file HDF5 cannot open (cut mid-write by a kill, or not HDF5 at all)."""
 
-class FeatureWriter:
+class FeatureWriter(GuardedWriter):
     """Checkpoints of a streaming cache, written in place.
 
     The per-latent rows (bounded by latents x examples) are rewritten at every checkpoint, through a
@@ -171,30 +170,6 @@ class FeatureWriter:
         except Exception:  # noqa: BLE001 - never let HDF5 retry a failed flush
             abandon(self.f)
 
-    @contextlib.contextmanager
-    def _writing(self):
-        if self._broken:
-            raise UserError(f"{self.path} is closed after a failed write: rerun with --resume")
-        try:
-            yield
-        except UserError:
-            raise
-        except Exception as exc:
-            self._broken = True
-            abandon(self.f)
-            code = disk_errno(exc)
-            if code is not None:
-                raise disk_error(self.path, code) from None
-            raise
-
-    def _reserve(self, nbytes: int) -> None:
-        reserve(self.path, self.f.id.get_filesize() + nbytes + MARGIN)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _attr_values(cache: FeatureCache, attrs: dict[str, Any]) -> dict[str, Any]:
