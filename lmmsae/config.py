@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "on_bad_sample": "skip",
     "dataset": {"name": "shapes"},
     "model": {"name": "toy-llava"},
-    "sae": {"name": "topk", "expansion_factor": 2, "k": 16},  # toy-sized: 512 latents (docs/toyworld.md)
+    "sae": {"name": "topk", "n_latents": 512, "k": 16},  # toy-sized (docs/toyworld.md)
     "explainer": {"name": "toy-llava"},
     "scorers": [{"name": "clip"}, {"name": "iou"}],
     **{stage: {} for stage in STAGES},

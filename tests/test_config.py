@@ -17,11 +17,11 @@ def test_defaults_are_the_toy_world():
 def test_precedence_file_then_flags_then_overrides():
     file = {"seed": 1, "sae": {"name": "topk", "k": 8, "n_latents": 512}, "train": {"lr": 1e-3}}
     c = cfg.resolve(file=file)
-    assert c.seed == 1 and c.sae.options == {"expansion_factor": 2, "k": 8, "n_latents": 512} and c.stages["train"] == {"lr": 1e-3}
+    assert c.seed == 1 and c.sae.options == {"k": 8, "n_latents": 512} and c.stages["train"] == {"lr": 1e-3}
     c = cfg.resolve(file=file, flags={"seed": 2})
     assert c.seed == 2 and c.sae.options["k"] == 8
     c = cfg.resolve(file=file, flags={"seed": 2}, overrides=[("seed", 3), ("sae.k", 16), ("train.lr", 5e-4)])
-    assert c.seed == 3 and c.sae.options == {"expansion_factor": 2, "k": 16, "n_latents": 512} and c.stages["train"]["lr"] == 5e-4
+    assert c.seed == 3 and c.sae.options == {"k": 16, "n_latents": 512} and c.stages["train"]["lr"] == 5e-4
 
 
 def test_changing_a_component_name_drops_the_old_components_options():
