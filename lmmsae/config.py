@@ -33,10 +33,11 @@ DEFAULTS: dict[str, Any] = {
     "on_bad_sample": "skip",
     "dataset": {"name": "shapes"},
     "model": {"name": "toy-llava"},
-    "sae": {"name": "topk"},
+    "sae": {"name": "topk", "n_latents": 512, "k": 16},  # toy-sized (docs/toyworld.md)
     "explainer": {"name": "toy-llava"},
     "scorers": [{"name": "clip"}, {"name": "iou"}],
     **{stage: {} for stage in STAGES},
+    "explain": {"min_active_share": 0.1},  # skip features lit on under a tenth of their top images
 }
 
 

@@ -111,30 +111,54 @@ def toy_objects(truth: dict[str, Any]) -> set[tuple[str, str]]:
     return {(o["color"], o["shape"]) for o in truth["objects"]}
 
 
-def toy_questions(samples: Iterable, n_per_image: int = 2, strategy: str = "random",
-                  seed: int = 0) -> list[Question]:
-    """Balanced probes from ground truth: per image up to `n_per_image` present (colour, shape) pairs
-    ('yes') and as many absent ones ('no'). strategy 'random' draws absent pairs from all pairs;
-    'adversarial' prefers absent pairs that share a colour or shape with a present object."""
-    from lmmsae.datasets.shapes import COLORS, SHAPES, question_for
+STRATEGIES = ("random", "popular", "adversarial")
 
-    if strategy not in ("random", "adversarial"):
-        raise UserError(f"strategy must be random or adversarial, not {strategy!r}")
+
+def toy_questions(samples: Iterable, n_per_image: int = 3, strategy: str = "random",
+                  seed: int = 0) -> list[Question]:
+    """POPE's balanced probes from ground truth: per image up to `n_per_image` (colour, shape) pairs it
+    holds ('yes') and as many it does not hold ('no'), the negatives chosen as in POPE's three splits:
+
+    * random: absent pairs drawn uniformly (`lmmsae.datasets.shapes.probe`, as training draws them);
+    * popular: the absent pairs most frequent over these images;
+    * adversarial: the absent pairs most often seen together with the image's own pairs. Toy objects
+      are drawn independently, so co-occurrence alone is nearly flat; the confusable pairs are those
+      sharing a colour or a shape with a present object (a red square beside a red circle), so those
+      come first, ranked by co-occurrence.
+    Ties in a ranking are broken at random (seeded)."""
+    from collections import Counter
+
+    from lmmsae.datasets.shapes import PAIRS, probe, question_for
+
+    if strategy not in STRATEGIES:
+        raise UserError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+    samples = list(samples)
     rng = random.Random(seed)
-    every = [(c, s) for c in COLORS for s in SHAPES]
+    held = [sorted(toy_objects(s.truth)) for s in samples]
+    frequency = Counter(p for pairs in held for p in pairs)
+    together = Counter((a, b) for pairs in held for a in pairs for b in pairs if a != b)
     out = []
-    for sample in samples:
-        present = sorted(toy_objects(sample.truth))
-        absent = [p for p in every if p not in present]
-        if strategy == "adversarial":
-            near = [p for p in absent if any(p[0] == c or p[1] == s for c, s in present)]
-            absent = near or absent
+    for sample, present in zip(samples, held):
         pos = rng.sample(present, min(n_per_image, len(present)))
-        neg = rng.sample(absent, len(pos))
+        absent = [p for p in PAIRS if p not in present]
+        tie = {p: rng.random() for p in absent}
+        if strategy == "random":
+            neg = []
+            while len(neg) < len(pos):
+                pair = probe(sample.truth, rng, present=False)[:2]
+                if pair not in neg:
+                    neg.append(pair)
+        elif strategy == "popular":
+            neg = sorted(absent, key=lambda p: (-frequency[p], tie[p]))[:len(pos)]
+        else:
+            def near(p):
+                return any(p[0] == c or p[1] == sh for c, sh in present)
+
+            neg = sorted(absent, key=lambda p: (not near(p), -sum(together[(q, p)] for q in present), tie[p]))[:len(pos)]
         for label, pairs in (("yes", pos), ("no", neg)):
             for color, shape in pairs:
                 out.append(Question(f"{sample.id}:{color}-{shape}", sample.image, question_for(color, shape),
-                                    label, f"{color} {shape}", {"sample_id": sample.id}))
+                                    label, f"{color} {shape}", {"sample_id": sample.id, "split": strategy}))
     return out
 
 

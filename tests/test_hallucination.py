@@ -53,24 +53,31 @@ def test_pope_metrics_known_values():
     assert m["hallucination_rate"] == 0.25 and m["unparsed"] == 1
 
 
-def test_toy_questions_follow_ground_truth():
+def test_toy_questions_follow_ground_truth_in_each_pope_split():
+    from collections import Counter
+
     from lmmsae.datasets.shapes import ShapesDataset
 
-    ds = ShapesDataset(ShapesDataset.Options(n=20, image_size=48))
-    samples = [ds.sample(i) for i in range(20)]
-    for strategy in ("random", "adversarial"):
+    ds = ShapesDataset(ShapesDataset.Options(n=40, image_size=48))
+    samples = [ds.sample(i) for i in range(40)]
+    by_id = {s.id: s for s in samples}
+    frequency = Counter(p for s in samples for p in toy_objects(s.truth))
+    for strategy in ("random", "popular", "adversarial"):
         qs = toy_questions(samples, n_per_image=2, strategy=strategy, seed=0)
-        by_id = {s.id: s for s in samples}
-        assert sum(q.label == "yes" for q in qs) == sum(q.label == "no" for q in qs) > 20
+        assert sum(q.label == "yes" for q in qs) == sum(q.label == "no" for q in qs) > 40
         for q in qs:
             color, shape = q.object.split()
-            present = (color, shape) in toy_objects(by_id[q.meta["sample_id"]].truth)
-            assert present == (q.label == "yes")
-            assert q.text == f"is there a {color} {shape} ?"
+            objs = toy_objects(by_id[q.meta["sample_id"]].truth)
+            assert ((color, shape) in objs) == (q.label == "yes")
+            assert q.text == f"is there a {color} {shape} ?" and q.meta["split"] == strategy
             if strategy == "adversarial" and q.label == "no":
-                objs = toy_objects(by_id[q.meta["sample_id"]].truth)
                 assert any(c == color or s == shape for c, s in objs)
+            if strategy == "popular" and q.label == "no":  # no absent pair of this image is more frequent
+                absent = [p for p in frequency if p not in objs]
+                assert frequency[(color, shape)] >= sorted(frequency[p] for p in absent)[-2]
     assert toy_questions(samples, seed=1) != toy_questions(samples, seed=2)
+    with pytest.raises(UserError, match="random, popular, adversarial"):
+        toy_questions(samples, strategy="hard")
 
 
 def test_chair_on_toy_captions():

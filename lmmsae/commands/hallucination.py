@@ -19,7 +19,8 @@ from lmmsae.commands.common import config_options, make_context, wraps_params
 @click.option("--template", default="<image> {question}", show_default=True,
               help="Prompt around each question ({question}).")
 @click.option("--n-images", type=int, default=50, show_default=True, help="Dataset images (without --pope).")
-@click.option("--strategy", type=click.Choice(["random", "adversarial"]), default="random", show_default=True)
+@click.option("--strategy", type=click.Choice(["random", "popular", "adversarial"]), default="random", show_default=True,
+              help="How absent objects are chosen: the three splits of POPE (toy world only).")
 @click.option("--ablate", "ablate", type=int, multiple=True, help="Latent to zero (repeatable, together).")
 @click.option("--feature", "features", type=int, multiple=True, help="Latent to steer (repeatable, together).")
 @click.option("--strength", type=float, default=10.0, show_default=True)

@@ -12,7 +12,7 @@ shards can split by index, and the same (seed, split, index) always gives the sa
 
 numpy + PIL only (no torch at import time). Module-level helpers for other components:
 `describe_object`, `describe_background`, `caption_for`, `parse_caption`, `parse_background`,
-`question_for`, `masked_view`, `object_view`, `background_view`, `patch_mask`.
+`question_for`, `probe`, `masked_view`, `object_view`, `background_view`, `patch_mask`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ COL_WORDS = ("left", "", "right")
 POSITIONS = tuple(
     " ".join(w for w in (ROW_WORDS[r], COL_WORDS[c]) if w) or "center" for r in range(3) for c in range(3)
 )
+PAIRS = tuple((c, s) for c in COLORS for s in SHAPES)  # every (colour, shape) a probe can name
 # circumradius as a fraction of the cell side
 SIZE_RADIUS = {"small": 0.30, "large": 0.44}
 DIM = 0.12  # brightness kept outside the highlighted region of a masked view
@@ -81,9 +82,36 @@ def caption_for(objects: Iterable[dict[str, Any]], background: str | None = None
     return f"{text} on {describe_background(background)}" if background else text
 
 
-def question_for(color: str, shape: str) -> str:
-    """A POPE-style yes/no probe, e.g. 'is there a red circle ?' (answer: 'yes' or 'no')."""
-    return f"is there a {color} {shape} ?"
+def question_for(color: str, shape: str, position: str | None = None) -> str:
+    """A POPE-style yes/no probe about the whole image, 'is there a red circle ?', or about one grid
+    cell, 'is there a red circle at the top left ?' (answer: 'yes' or 'no')."""
+    where = f" {_position_phrase(position)}" if position else ""
+    return f"is there a {color} {shape}{where} ?"
+
+
+def probe(truth: dict[str, Any], rng, present: bool, positional: bool = False) -> tuple[str, str, str | None]:
+    """(colour, shape, position or None) of a probe whose true answer is 'yes' when `present`.
+
+    Whole-image probes (position None) name a (colour, shape) pair the image holds, or one drawn
+    uniformly from the pairs it does not hold. Positional probes name a grid cell: a present one names
+    an object and its cell; an absent one names a random cell and a pair that is not in that cell
+    (an empty cell, or another object's cell). `rng` is a `random.Random`."""
+    objects = truth["objects"]
+    if positional:
+        if present:
+            o = objects[rng.randrange(len(objects))]
+            return o["color"], o["shape"], o["position"]
+        held = {o["position"]: (o["color"], o["shape"]) for o in objects}
+        position = POSITIONS[rng.randrange(len(POSITIONS))]
+        pairs = [p for p in PAIRS if p != held.get(position)]
+        return (*pairs[rng.randrange(len(pairs))], position)
+    held_pairs = sorted({(o["color"], o["shape"]) for o in objects})
+    if present:
+        return (*held_pairs[rng.randrange(len(held_pairs))], None)
+    while True:
+        pair = (rng.choice(list(COLORS)), rng.choice(SHAPES))
+        if pair not in held_pairs:
+            return (*pair, None)
 
 
 _PHRASE = re.compile(

@@ -96,7 +96,7 @@ class IoUScorer(Scorer):
             "images": [e.sample_id for e in examples], "model": model, "status": "ok",
             "active_fraction": float(np.mean([m.mean() for m in masks])),
         }
-        out.update(self._baseline(record, label, masks, ctx, region))
+        out.update(self._baseline(record, label, examples, images, truths, masks, ctx, region))
         return out
 
     def _use_truth(self, truths) -> bool:
@@ -120,10 +120,11 @@ class IoUScorer(Scorer):
             self._segmenter = GroundingSam(o.detector, o.sam, o.box_threshold, o.text_threshold, device)
         return self._segmenter
 
-    def _baseline(self, record, label, masks, ctx, region) -> dict[str, Any]:
+    def _baseline(self, record, label, examples, images, truths, masks, ctx, region) -> dict[str, Any]:
+        """The baseline over exactly the scored examples (`masks[i]` belongs to `examples[i]`, whose
+        image and truth are `images[i]`, `truths[i]`)."""
         o = self.options
         rng = ctx.rng(record.latent, "iou")
-        examples = record.examples[:o.k]
         info = {"kind": f"random-{o.baseline}", "draws": o.baseline_draws}
 
         def mean_iou(text, images, truths):
@@ -132,8 +133,6 @@ class IoUScorer(Scorer):
 
         if o.baseline == "labels":
             labels = label_draws(rng, ctx.labels, record.latent, o.baseline_draws)
-            images = [example_image(e, ctx) for e in examples]
-            truths = [example_truth(e, ctx) for e in examples]
             mean, std, _ = over_draws(labels, lambda text: mean_iou(text, images, truths))
             info["what"] = "this feature's activation masks against the regions of other features' labels"
             info["draws"] = len(labels)

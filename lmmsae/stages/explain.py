@@ -28,6 +28,7 @@ class Options:
     order: Literal["first", "random", "frequent"] = "first"   # first = lowest ids (the paper's "first N")
     latents: list[int] = field(default_factory=list)          # explicit latents (overrides n_features/order)
     min_images: int = 1                 # alive = fires on at least this many images
+    min_active_share: float = 0.0       # skip latents lit on less than this share of their top images (mean over them)
     examples: int = 0                   # examples fetched per feature (0 = the explainer's n_images, else 5)
     selection: Literal["top", "stratified", "random"] = "top"  # which activating images are shown
     retry_failed: bool = False          # ask again for features recorded as failed
@@ -40,6 +41,8 @@ class Options:
     def __post_init__(self):
         if self.n_features < 0 or self.examples < 0 or self.min_images < 0:
             raise ValueError("explain.n_features, examples and min_images must be >= 0")
+        if not 0.0 <= self.min_active_share <= 1.0:
+            raise ValueError("explain.min_active_share must be between 0 and 1")
 
 
 CLI_PARAMS = [
@@ -161,13 +164,17 @@ def make_refiner(opts: Options, explainer, cache):
 
 
 def choose_latents(store, opts: Options, seed: int) -> list[int]:
-    """The latents to explain: explicit ones, else `n_features` alive ones in the chosen order."""
+    """The latents to explain: explicit ones, else `n_features` alive ones (lit on at least
+    `min_active_share` of their top images) in the chosen order."""
     if opts.latents:
         missing = [lat for lat in opts.latents if lat not in set(store.latents)]
         if missing:
             raise UserError(f"latents {missing[:5]} are not in {store.path}; it caches {len(store.latents)} latents")
         return [int(x) for x in opts.latents]
     alive = store.alive_latents(opts.min_images)
+    if opts.min_active_share:
+        shown = opts.examples or 5
+        alive = [lat for lat in alive if active_share(store, lat, shown) >= opts.min_active_share]
     if opts.order == "random":
         import numpy as np
 
@@ -175,6 +182,14 @@ def choose_latents(store, opts: Options, seed: int) -> list[int]:
     elif opts.order == "frequent":
         alive = sorted(alive, key=lambda lat: (-store.stats(lat)["images_active"], lat))
     return alive[: opts.n_features] if opts.n_features else alive
+
+
+def active_share(store, latent: int, n: int = 5) -> float:
+    """Mean share of the map where `latent` fires (> 0) over its `n` top images: how much of an image
+    an explainer is shown lit. A feature lit on a patch or two ("some stripes") has no region a label
+    can name (see docs/toyworld.md)."""
+    maps = store.entries(latent, "top")["maps"][:n]
+    return float((maps > 0).mean()) if maps.size else 0.0
 
 
 def records_for(store, latents: Iterable[int], n: int, selection: str, dataset, render: str, seed: int) -> Iterator:

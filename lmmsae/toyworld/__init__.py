@@ -26,6 +26,7 @@ TRAINING_LOG = WEIGHTS_DIR / "TRAINING_LOG.txt"
 IMAGE_SIZE = 96  # pixels; the vision towers cut 8 x 8 patches of 12 px
 PATCH_SIZE = 12
 PROMPT = "<image>"  # the captioning / explaining prompt: the image alone, as in the paper
+QUESTION_TEMPLATE = "<image> {question}"  # how the toy LLaVA is asked a yes/no probe
 
 
 def weights_available() -> bool:

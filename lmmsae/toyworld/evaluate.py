@@ -6,7 +6,8 @@ Captioning: per-attribute accuracy (colour, size, position, shape) over ground-t
 count accuracy, exact caption match by number of objects. Masked views (one object kept, the rest
 dimmed to 12%): highlighted object described exactly, non-highlighted objects mentioned; for pixel
 masks and for masks grown to whole patches. Background-only views: the background named exactly ("a
-striped background"), an object described. Yes/no probes ("is there a red circle ?").
+striped background"), an object described. Yes/no probes, whole-image ("is there a red circle ?") and
+positional ("is there a red circle at the top left ?"), accuracy on present and on absent objects.
 CLIP: image-to-caption (and caption-to-image) top-1 retrieval among groups of 64.
 """
 
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lmmsae.datasets.shapes import (COLORS, SHAPES, ShapesDataset, background_view, describe_background,
-                                    describe_object, object_view, parse_background, parse_caption, question_for)
-from lmmsae.toyworld import CLIP_DIR, IMAGE_SIZE, LLAVA_DIR, PATCH_SIZE, caption, load_clip, load_llava
+from lmmsae.datasets.shapes import (ShapesDataset, background_view, describe_background, describe_object, object_view,
+                                    parse_background, parse_caption, probe, question_for)
+from lmmsae.toyworld import (CLIP_DIR, IMAGE_SIZE, LLAVA_DIR, PATCH_SIZE, QUESTION_TEMPLATE, caption, load_clip,
+                             load_llava)
 
 ATTRS = ("color", "size", "position", "shape")
 
@@ -105,6 +107,49 @@ def masked_metrics(texts, samples, ks):
     }
 
 
+def answer_probes(model, processor, images, questions, batch=64, max_new_tokens=3) -> list[str]:
+    """The toy LLaVA's replies to yes/no probes (QUESTION_TEMPLATE), batching images that share a question."""
+    by_question: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        by_question.setdefault(q, []).append(i)
+    replies: list[str] = [""] * len(questions)
+    for q, idx in by_question.items():
+        for chunk in _batched(idx, batch):
+            out = caption(model, processor, [images[i] for i in chunk], max_new_tokens=max_new_tokens,
+                          prompt=QUESTION_TEMPLATE.format(question=q))
+            for i, r in zip(chunk, out):
+                replies[i] = r
+    return replies
+
+
+def yes_no_metrics(model, processor, samples, seed=0) -> dict:
+    """Accuracy on present and on absent objects, for whole-image probes ('is there a red circle ?', one
+    present and one absent per image, drawn by `lmmsae.datasets.shapes.probe`) and for probes at a grid
+    position ('... at the top left ?')."""
+    from lmmsae.steering.evaluate import parse_yes_no
+
+    out = {}
+    for kind, positional in (("whole_image", False), ("positional", True)):
+        rng = random.Random(seed)
+        questions, labels, images = [], [], []
+        for s in samples:
+            for present in (True, False):
+                questions.append(question_for(*probe(s.truth, rng, present, positional)))
+                labels.append(present)
+                images.append(s.image)
+        replies = answer_probes(model, processor, images, questions)
+        said = [parse_yes_no(r) for r in replies]
+        out[kind] = {
+            "questions": len(questions),
+            "accuracy": round(float(np.mean([(a == "yes") == t for a, t in zip(said, labels)])), 4),
+            "accuracy_present": round(float(np.mean([a == "yes" for a, t in zip(said, labels) if t])), 4),
+            "accuracy_absent": round(float(np.mean([a == "no" for a, t in zip(said, labels) if not t])), 4),
+            "yes_rate": round(float(np.mean([a == "yes" for a in said])), 4),
+            "other_replies": int(sum(a is None for a in said)),
+        }
+    return out
+
+
 def evaluate_llava(llava_dir, n_images=1000, seed=0, log=print):
     t0 = time.time()
     model, processor = load_llava(llava_dir)
@@ -136,42 +181,7 @@ def evaluate_llava(llava_dir, n_images=1000, seed=0, log=print):
         "object_mentioned": round(float(np.mean([bool(parse_caption(t)) for t in out])), 4)}
     log(f"masked_background: {json.dumps(results['masked_background'])}")
 
-    rng = random.Random(seed)
-    questions, answers, qimages = [], [], []
-    for i, s in enumerate(samples):
-        present = sorted({(o["color"], o["shape"]) for o in s.truth["objects"]})
-        if i % 2 == 0:
-            color, shape = present[rng.randrange(len(present))]
-        else:
-            while True:
-                color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
-                if (color, shape) not in present:
-                    break
-        questions.append(question_for(color, shape))
-        answers.append("yes" if i % 2 == 0 else "no")
-        qimages.append(s.image)
-    replies = []
-    for idx in _batched(list(range(len(samples))), 64):
-        # batch the images that share a question (one prompt per generate call: no padding needed)
-        by_prompt: dict[str, list[int]] = {}
-        for i in idx:
-            by_prompt.setdefault(questions[i], []).append(i)
-        got = {}
-        for q, ii in by_prompt.items():
-            for i, r in zip(ii, caption(model, processor, [qimages[i] for i in ii], max_new_tokens=3,
-                                        prompt="<image> " + q)):
-                got[i] = r
-        replies.extend(got[i] for i in idx)
-    yes = [r == "yes" for r in replies]
-    truth_yes = [a == "yes" for a in answers]
-    results["yes_no"] = {
-        "questions": len(replies),
-        "accuracy": round(float(np.mean([r == a for r, a in zip(replies, answers)])), 4),
-        "yes_rate": round(float(np.mean(yes)), 4),
-        "accuracy_present": round(float(np.mean([y for y, t in zip(yes, truth_yes) if t])), 4),
-        "accuracy_absent": round(float(np.mean([not y for y, t in zip(yes, truth_yes) if not t])), 4),
-        "other_replies": int(sum(r not in ("yes", "no") for r in replies)),
-    }
+    results["yes_no"] = yes_no_metrics(model, processor, samples, seed)
     log(f"yes_no: {json.dumps(results['yes_no'])}")
     results["llava_eval_seconds"] = round(time.time() - t0, 1)
     return results
@@ -214,7 +224,9 @@ def evaluate(llava_dir=LLAVA_DIR, clip_dir=CLIP_DIR, n_images=1000, seed=0, log=
         "masked_patches_highlighted_exact": results["masked_patches"]["highlighted_exact"],
         "masked_patches_other_mentioned": results["masked_patches"]["other_object_mentioned"],
         "masked_background_exact": results["masked_background"]["background_exact"],
-        "yes_no_accuracy": results["yes_no"]["accuracy"],
+        "yes_no_accuracy_present": results["yes_no"]["whole_image"]["accuracy_present"],
+        "yes_no_accuracy_absent": results["yes_no"]["whole_image"]["accuracy_absent"],
+        "yes_no_positional_accuracy": results["yes_no"]["positional"]["accuracy"],
         "clip_image_to_caption_top1_of_64": results["clip"]["image_to_caption_top1"],
     }
     targets = {

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmmsae.datasets.shapes import (COLORS, SHAPES, ShapesDataset, background_view, describe_background,
-                                    describe_object, masked_view, patch_mask, question_for)
-from lmmsae.toyworld import IMAGE_SIZE, PATCH_SIZE, WEIGHTS_DIR
+from lmmsae.datasets.shapes import (ShapesDataset, background_view, describe_background, describe_object, masked_view,
+                                    patch_mask, probe, question_for)
+from lmmsae.toyworld import IMAGE_SIZE, PATCH_SIZE, PROMPT, QUESTION_TEMPLATE, WEIGHTS_DIR
 from lmmsae.toyworld.vocab import VOCAB, build_tokenizer
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP normalisation (both models)
@@ -238,47 +238,80 @@ def clip_visual_to_hf(visual_sd: dict) -> dict:
     return out
 
 
+def rendered_view(sample, rng: np.random.Generator, background_share: float):
+    """(view, target) drawn the way `lmmsae.render.mask_image` shows an SAE feature to the explainer: a
+    patch grid upsampled bilinearly, so region edges fade softly. The grid holds one object's patches
+    (target: its phrase), or, with probability `background_share`, a random set of object-free patches
+    (target: the background's phrase)."""
+    from lmmsae.render import mask_image
+
+    grid_size = IMAGE_SIZE // PATCH_SIZE
+    objects = sample.truth["objects"]
+
+    def grid_of(mask):
+        return mask.reshape(grid_size, PATCH_SIZE, grid_size, PATCH_SIZE).any(axis=(1, 3))
+
+    if rng.random() < background_share:
+        occupied = grid_of(np.any([o["mask"] for o in objects], axis=0))
+        free = ~occupied
+        grid = free & (rng.random(free.shape) < rng.uniform(0.15, 1.0))
+        if not grid.any():
+            grid = free
+        return mask_image(sample.image, grid.astype(np.float32)), describe_background(sample.truth["background"])
+    k = int(rng.integers(len(objects)))
+    return mask_image(sample.image, grid_of(objects[k]["mask"]).astype(np.float32)), describe_object(objects[k])
+
+
 def llava_example(sample, rng: random.Random, masked_share: float, question_share: float,
-                  background_share: float = 0.25):
-    """(image, prompt words, answer) for one training sample."""
+                  background_share: float = 0.25, positional_share: float = 0.0, rendered_share: float = 0.0):
+    """(image, prompt, answer) for one training sample; the prompt holds "<image>" where the image goes.
+    (Extra random draws are made only for the options that are on, so phase 1 keeps its old stream.)"""
     objects = sample.truth["objects"]
     u = rng.random()
     if u < masked_share:
+        if rendered_share and rng.random() < rendered_share:
+            view, target = rendered_view(sample, np.random.default_rng(rng.getrandbits(32)), background_share)
+            return view, PROMPT, target
         if rng.random() < background_share:  # only background kept: name the background
             view = background_view(sample, np.random.default_rng(rng.getrandbits(32)), PATCH_SIZE)
-            return view, "", describe_background(sample.truth["background"])
+            return view, PROMPT, describe_background(sample.truth["background"])
         k = rng.randrange(len(objects))
         keep = objects[k]["mask"]
         if rng.random() < 0.5:  # patch-aligned masks, as produced from SAE activation maps
             keep = patch_mask(keep, PATCH_SIZE)
         elif rng.random() < 0.5:  # slightly grown pixel masks
             keep = patch_mask(keep, 3)
-        return masked_view(sample.image, keep), "", describe_object(objects[k])
+        return masked_view(sample.image, keep), PROMPT, describe_object(objects[k])
     if u < masked_share + question_share:
-        present = {(o["color"], o["shape"]) for o in objects}
-        if rng.random() < 0.5:
-            color, shape = sorted(present)[rng.randrange(len(present))]
-            return sample.image, question_for(color, shape), "yes"
-        while True:
-            color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
-            if (color, shape) not in present:
-                return sample.image, question_for(color, shape), "no"
-    return sample.image, "", sample.truth["caption"]
+        present = rng.random() < 0.5
+        positional = bool(positional_share) and rng.random() < positional_share
+        color, shape, position = probe(sample.truth, rng, present, positional)
+        return sample.image, QUESTION_TEMPLATE.format(question=question_for(color, shape, position)), \
+            "yes" if present else "no"
+    return sample.image, PROMPT, sample.truth["caption"]
+
+
+def prompt_ids(prompt: str, tok) -> list[int]:
+    """[<s>] + the prompt's tokens with "<image>" expanded to N_PATCHES image tokens, as the processor does."""
+    out = [VOCAB["<s>"]]
+    for i in tok(prompt, add_special_tokens=False).input_ids:
+        out += [i] * N_PATCHES if i == VOCAB["<image>"] else [i]
+    return out
 
 
 def encode_batch(examples, tok, answer_weight: float = 1.0):
-    """input_ids [bos, <image> x N, prompt..., answer..., eos] right-padded; labels on answer + eos only;
-    per-label weights: `answer_weight` for the answers to questions (one word, easily drowned by the
-    captions' ~25 tokens each), 1 elsewhere."""
+    """input_ids (prompt, answer, eos) right-padded; labels on answer + eos only; per-label weights:
+    `answer_weight` for the answers to questions (one word, easily drowned by the captions' ~25 tokens
+    each), 1 elsewhere."""
     import torch
 
     rows, labels, weights = [], [], []
     for _, prompt, answer in examples:
-        head = [VOCAB["<s>"]] + [VOCAB["<image>"]] * N_PATCHES + tok(prompt, add_special_tokens=False).input_ids
+        head = prompt_ids(prompt, tok)
         tail = tok(answer, add_special_tokens=False).input_ids + [VOCAB["</s>"]]
         rows.append(head + tail)
         labels.append([-100] * len(head) + tail)
-        weights.append([0.0] * len(head) + [answer_weight if prompt else 1.0] * len(tail))
+        weights.append([0.0] * len(head) + [answer_weight if prompt != PROMPT else 1.0] * len(tail))
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), VOCAB["<pad>"], dtype=torch.long)
     lab = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -322,15 +355,22 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
     import torch
 
     torch.manual_seed(args.seed)
-    model = build_llava(len(VOCAB))
-    if clip_model is not None:
+    if args.init:  # phase 2: continue from trained weights
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(str(args.init / "llava"))
+        log(f"LLaVA continued from {args.init / 'llava'}")
+    else:
+        model = build_llava(len(VOCAB))
+    if clip_model is not None and not args.init:
         missing = model.model.vision_tower.load_state_dict(
             clip_visual_to_hf(clip_model.visual.state_dict()), strict=True)
         log(f"LLaVA vision tower initialised from the CLIP image tower ({missing})")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"LLaVA: {n_params / 1e6:.2f}M parameters, {args.llava_steps} steps batch {args.llava_batch}, "
         f"masked share {args.masked_share} (background-only {args.background_share}), question share "
-        f"{args.question_share} (answer weight {args.answer_weight})")
+        f"{args.question_share} (answer weight {args.answer_weight}, positional {args.positional_share}), "
+        f"rendered share of masked views {args.rendered_share}")
     vision = [p for n, p in model.named_parameters() if "vision_tower" in n]
     rest = [p for n, p in model.named_parameters() if "vision_tower" not in n]
     opt = torch.optim.AdamW([{"params": vision, "lr_scale": args.vision_lr_scale}, {"params": rest, "lr_scale": 1.0}],
@@ -339,7 +379,7 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
     rng = random.Random(args.seed)
     model.train()
     t0 = time.time()
-    cursor = 10_000_000  # disjoint from the CLIP's training indices
+    cursor = 20_000_000 if args.init else 10_000_000  # disjoint from the CLIP's (and phase 1's) training indices
     running = None
     sched = Schedule(args.llava_steps, args.llava_warmup, args.llava_minutes)
     step = 0
@@ -349,7 +389,7 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
         examples = [llava_example(data.sample(cursor + i), rng, args.masked_share, args.question_share,
-                                  args.background_share)
+                                  args.background_share, args.positional_share, args.rendered_share)
                     for i in range(args.llava_batch)]
         cursor += args.llava_batch
         ids, att, lab, wts = encode_batch(examples, tok, args.answer_weight)
@@ -402,6 +442,12 @@ def main(argv=None):
     p.add_argument("--answer-weight", type=float, default=4.0, help="loss weight of yes/no answers")
     p.add_argument("--background-share", type=float, default=0.25,
                    help="share of masked views that keep only background (target: 'a striped background')")
+    p.add_argument("--positional-share", type=float, default=0.0,
+                   help="share of yes/no questions asked about one grid cell ('is there a red circle at the top left ?')")
+    p.add_argument("--rendered-share", type=float, default=0.0,
+                   help="share of masked views drawn as lmmsae.render shows SAE features (soft patch-grid masks)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="phase 2: continue from these weights (its llava/ trains on, its clip/ is copied)")
     p.add_argument("--no-clip-init", action="store_true", help="train the LLaVA vision tower from scratch")
     p.add_argument("--progress-every", type=int, default=1000)
     p.add_argument("--eval-images", type=int, default=1000)
@@ -420,7 +466,12 @@ def main(argv=None):
         args.clip_minutes = args.llava_minutes = 0
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    earlier = (args.init / "TRAINING_LOG.txt").read_text() if args.init and (args.init / "TRAINING_LOG.txt").is_file() else ""
     log = Log(out / "TRAINING_LOG.txt")
+    if earlier:  # phase 2 keeps phase 1's log above its own
+        log.lines = [f"# phase 1 (log of {args.init})", *earlier.rstrip("\n").splitlines(), "# phase 2"]
+    phase1 = json.loads((args.init / "eval.json").read_text()).get("summary") \
+        if args.init and (args.init / "eval.json").is_file() else None
     log(f"lmmsae.toyworld.train {' '.join(sys.argv[1:])}")
     log(f"args: {json.dumps({k: str(v) for k, v in vars(args).items()})}")
     log(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 autocast {args.bf16}")
@@ -430,7 +481,13 @@ def main(argv=None):
 
     tmp = out / ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    clip_model = train_clip(args, data, log, tmp / "clip")
+    if args.init:
+        args.init = args.init.resolve()
+        shutil.copytree(args.init / "clip", tmp / "clip")
+        clip_model, args.clip_steps_done = None, 0
+        log(f"CLIP copied from {args.init / 'clip'} (phase 2 trains the LLaVA only)")
+    else:
+        clip_model = train_clip(args, data, log, tmp / "clip")
     t_clip = time.time() - t_start
     train_llava(args, data, heldout, None if args.no_clip_init else clip_model, log, tmp / "llava")
     t_train = time.time() - t_start
@@ -450,6 +507,8 @@ def main(argv=None):
                            "clip_steps_done": args.clip_steps_done, "llava_steps_done": args.llava_steps_done,
                            "cpu_time_min": round((time.process_time()) / 60, 2),
                            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    if phase1 is not None:
+        results["phase1_summary"] = phase1
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     make_readable(out)
     log(f"eval: {json.dumps(results['summary'])}")

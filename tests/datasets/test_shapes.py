@@ -190,3 +190,23 @@ def test_registered_as_the_shapes_dataset():
     seen = {}
     datasets.register_datasets(lambda name, target, **kw: seen.setdefault(name, target))
     assert seen["shapes"] == "lmmsae.datasets.shapes:ShapesDataset"
+
+
+def test_probes_are_true_to_the_ground_truth():
+    import random
+
+    from lmmsae.datasets.shapes import POSITIONS, probe
+
+    ds = ShapesDataset(ShapesDataset.Options(n=60, image_size=48))
+    rng = random.Random(0)
+    for i in range(60):
+        truth = ds.sample(i).truth
+        pairs = {(o["color"], o["shape"]) for o in truth["objects"]}
+        cells = {o["position"]: (o["color"], o["shape"]) for o in truth["objects"]}
+        for present in (True, False):
+            c, s, where = probe(truth, rng, present)
+            assert where is None and ((c, s) in pairs) == present
+            c, s, where = probe(truth, rng, present, positional=True)
+            assert where in POSITIONS and (cells.get(where) == (c, s)) == present
+    assert question_for("red", "circle", "top left") == "is there a red circle at the top left ?"
+    assert question_for("red", "circle", "center") == "is there a red circle in the center ?"

@@ -160,4 +160,4 @@ def test_detection_with_the_local_toy_llava_judge_reports_a_real_auroc(tmp_path,
     out = scorer.score(record, Explanation(0, "layers.2", "t", text="red regions", label="red"), ctx)
     assert isinstance(out["auroc"], float) and 0.0 <= out["auroc"] <= 1.0 and "auroc_reason" not in out
     assert len(out["p_yes"]) == 8 and all(0.0 < p < 1.0 for p in out["p_yes"])
-    assert out["answers"] == ["no"] * 8
+    assert out["answers"] == ["yes"] * 8  # the shipped phase 2 weights answer "yes" to every presence question

@@ -81,3 +81,15 @@ def test_images_baseline_puts_the_label_in_random_images(shapes):
     out = scorer.score(record, explanation("green"), ScoringContext(dataset=shapes, seed=1))
     assert out["baseline"]["kind"] == "random-images" and out["baseline"]["draws"] == 8
     assert 0 <= out["baseline_mean"] < out["score"] - 0.15 and out["baseline_std"] >= 0
+
+
+def test_labels_baseline_pairs_each_mask_with_its_own_image_when_examples_without_maps_are_dropped(shapes):
+    keep = lambda o: o["color"] == "red"
+    record = record_for(shapes, indices_with(shapes, keep, 5), keep)
+    record.examples[0].activation_map = None  # e.g. a sample whose map was not cached: not scored
+    scorer = IoUScorer(IoUScorer.Options(k=5, baseline_draws=4))
+    ctx = ScoringContext(dataset=shapes, seed=0, labels={1: "red"})  # the only other label is this one
+    out = scorer.score(record, explanation("red"), ctx)
+    assert out["n"] == 4 and out["images"] == [e.sample_id for e in record.examples[1:]]
+    assert out["score"] > 0.25
+    assert out["baseline_mean"] == pytest.approx(out["score"])  # same label, same masks, same images
