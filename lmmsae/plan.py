@@ -49,7 +49,6 @@ class Unit:
     status: str = ""
     reason: str = ""
     needed: bool = True
-    read: dict[str, str] = field(default_factory=dict)      # input path -> instance it will read
     pending: str = ""                           # what a skipped unit would need (e.g. "rerun: changed: ...")
     made_from: dict[str, str] = field(default_factory=dict)  # input path -> its fingerprint
 
@@ -159,8 +158,6 @@ def _statuses(plan: Plan, run, overwrite: set[str]) -> None:
     for unit in plan.units:
         state = run.state(unit.path) if run is not None else None
         unit.status, unit.reason = _status(unit, state, plan, run, unit.stage in overwrite)
-        unit.read = {p: _instance(plan.by_path[p], run) for p in (*unit.inputs, *unit.optional)
-                     if p in plan.by_path}
         if not unit.needed and unit.todo:
             unit.pending = f"{unit.status}: {unit.reason}" if unit.reason else unit.status
             unit.status, unit.reason = "skipped", "not needed by this command"
@@ -184,14 +181,14 @@ def _status(unit: Unit, state: dict | None, plan: Plan, run, forced: bool) -> tu
         exists = run is not None and run.file(unit.path).exists()
         return "run", ("no state record: the partial output is discarded" if exists else "")
     if changing:
-        return "rerun", f"{_names(changing)} will change"
+        return "rerun", f"{' and '.join(changing)} will change"
     moved = [p for p in unit.inputs if state.get("inputs", {}).get(p) != _instance(plan.by_path[p], run)]
     moved += [p for p in unit.optional if p in plan.by_path
               and state.get("inputs", {}).get(p, "absent") != _instance(plan.by_path[p], run)]
     same_records = state.get("records") == unit.records
     if state.get("status") == "complete":
         if moved:
-            return "rerun", f"{_names(moved)} changed since it was read"
+            return "rerun", f"{' and '.join(moved)} changed since it was read"
         if state.get("fingerprint") == unit.fingerprint:
             retry = int((state.get("info") or {}).get("retry") or 0)
             return ("resume", f"{retry} failed record(s) are tried again") if retry else ("current", "")
@@ -201,17 +198,13 @@ def _status(unit: Unit, state: dict | None, plan: Plan, run, forced: bool) -> tu
     if same_records and not moved:
         return "resume", "interrupted"
     if moved:
-        return "rerun", f"interrupted, and {_names(moved)} changed since"
+        return "rerun", f"interrupted, and {' and '.join(moved)} changed since"
     return "rerun", f"interrupted, and changed: {_changes(state, unit)}"
-
-
-def _names(paths: list[str]) -> str:
-    return ", ".join(paths)
 
 
 def _changes(state: dict, unit: Unit) -> str:
     """What differs between the state's making and the plan: own options, external files, or what it read."""
-    keys = _diff(state.get("options") if isinstance(state.get("options"), dict) else {}, unit.options or {})
+    keys = diff(state.get("options") if isinstance(state.get("options"), dict) else {}, unit.options or {})
     keys += [f"{name} (on disk)" for name in sorted(set(state.get("external") or {}) | set(unit.external))
              if (state.get("external") or {}).get(name) != unit.external.get(name)]
     made = state.get("made_from") or {}
@@ -221,19 +214,20 @@ def _changes(state: dict, unit: Unit) -> str:
 
 
 def _keys(old: Any, new: Any) -> str:
-    return _keys_text(_diff(old if isinstance(old, dict) else {}, new or {}))
+    return _keys_text(diff(old if isinstance(old, dict) else {}, new or {}))
 
 
 def _keys_text(keys: list[str]) -> str:
     return ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else "") if keys else "its inputs"
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
     out = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{key}.")
+            out += diff(va, vb, f"{prefix}{key}.")
         elif digest(va) != digest(vb):
             out.append(f"{prefix}{key}")
     return out

@@ -63,6 +63,7 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
 
     from lmmsae import config as cfg
     from lmmsae.context import RunContext
+    from lmmsae.plan import diff
     from lmmsae.rundir import RunDir, check_run_name
     from lmmsae.seeding import seed_everything
 
@@ -102,7 +103,7 @@ def make_context(params: dict[str, Any], extra_overrides: list[tuple[str, Any]] 
     ctx.plan.check_inputs()
     if params.get("resume"):
         if config.to_dict() != saved and leader:
-            ctx.changes = _diff(saved, config.to_dict())  # saved by ctx.accept(), once a stage accepts it
+            ctx.changes = diff(saved, config.to_dict())  # saved by ctx.accept(), once a stage accepts it
         if leader:
             run.log("resume", stage=stage, runs=list(runs))
     elif leader:
@@ -175,18 +176,6 @@ def run_stages(ctx, stages: tuple[str, ...]) -> None:
         stage_module(stage).run(ctx)
         ctx.log("stage-done", stage=stage)
     ctx.accept()
-
-
-def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}")
-    return out
 
 
 def extra_overrides(stage: str, params: dict[str, Any], names: list[str]) -> list[tuple[str, Any]]:
