@@ -101,9 +101,8 @@ class RunContext:
             self.run.discard(unit.path)
         reads = {}
         for path in (*unit.inputs, *unit.optional):
-            state = self.run.state(path) if path in self._plan.by_path else None
-            if state and state.get("status") == "complete" and state.get("fingerprint") == self._plan.unit(path).fingerprint:
-                reads[path] = state.get("instance", "")
+            if path in self._plan.by_path and self.run.is_current(path, self._plan.unit(path).fingerprint):
+                reads[path] = self.run.state(path).get("instance", "")
             elif path in unit.inputs:
                 raise UserError(f"{path} changed while {unit.stage} was starting: run the command again")
             else:

@@ -167,9 +167,8 @@ def _instance(unit: Unit, run) -> str:
     """What a reader of `unit` will have read: its current instance, or "new" when it is made first."""
     if unit.todo and unit.needed:
         return "new"
-    state = run.state(unit.path) if run is not None else None
-    if state and state.get("status") == "complete" and state.get("fingerprint") == unit.fingerprint:
-        return state.get("instance", "")
+    if run is not None and run.is_current(unit.path, unit.fingerprint):
+        return run.state(unit.path).get("instance", "")
     return "absent"
 
 

@@ -100,6 +100,11 @@ class RunDir:
         """Whether a state record says the output is complete (current or not: see lmmsae.plan)."""
         return (self.state(relative) or {}).get("status") == "complete"
 
+    def is_current(self, relative: str, fingerprint: str) -> bool:
+        """Complete, and made with `fingerprint` (what the config asks for now)."""
+        state = self.state(relative) or {}
+        return state.get("status") == "complete" and state.get("fingerprint") == fingerprint
+
     def begin(self, unit, reads: dict[str, str]) -> None:
         """Record that `unit` is being made (before any of its output is written)."""
         self._write_state(unit, {"status": "running", "inputs": reads, "started": time.time()})

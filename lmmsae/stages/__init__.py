@@ -1,5 +1,6 @@
 """Pipeline stages. Each module `lmmsae.stages.<stage>` defines `Options` (a dataclass of the
-stage's settings), `run(ctx: RunContext)` (skip when complete, resume when partial), optionally
+stage's settings), `units(ctx)` (what it writes under a config: lmmsae.plan), `run(ctx: RunContext)`
+(makes the units that are not current; docs/architecture.md has the contract), optionally
 `CLI_PARAMS` (extra click options whose values become `<stage>.<param>` overrides), and a plain
 Python function doing the work from explicit inputs. Modules import torch only inside functions.
 """

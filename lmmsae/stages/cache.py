@@ -141,8 +141,7 @@ def merge_shards(ctx, unit, world: int, rank: int, torchrun: bool) -> None:
     paths = shard_paths(ctx.run.path, world)
     if torchrun:
         _barrier()
-    states = [ctx.run.state(str(p.relative_to(ctx.run.path))) for p in paths]
-    done = all(s and s.get("status") == "complete" and s.get("fingerprint") == unit.fingerprint for s in states)
+    done = all(ctx.run.is_current(str(p.relative_to(ctx.run.path)), unit.fingerprint) for p in paths)
     if done and (rank == 0 or not torchrun):
         merge(paths, ctx.run.file(artifacts.FEATURES))
         ctx.finish(unit, shards=world)

@@ -6,8 +6,9 @@ rendering) and every scorer scores every explainer's labels the same way. Writes
 (one row per explainer: explained / failed counts and, per scorer, the mean score and random baseline
 over the features *every* explainer explained, plus over its own) and `compare/index.html` (written by
 lmmsae.report.compare). Answers come from and go to the run's response cache, so an explainer already
-run by `explain` costs nothing here. A re-run with more explainers or scorers runs only the explainers
-and (scorer, explainer) pairs not yet complete for the same features, then re-summarises; `cache/features.h5` must be complete.
+run by `explain` costs nothing here. Each file is a unit of the plan (lmmsae.plan): a re-run with more
+explainers or scorers makes only the files that are not current, then re-summarises;
+`cache/features.h5` must be current.
 
     lmmsae compare --resume --name myrun --explainers toy-llava --explainers anthropic
 """

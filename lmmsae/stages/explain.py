@@ -121,9 +121,8 @@ def run(ctx) -> None:
 
 def explained_latents(run, path: str) -> list[int] | None:
     """The features a complete explain output was made for (it may hold records of more)."""
-    state = run.state(path)
-    if state and state.get("status") == "complete":
-        latents = (state.get("info") or {}).get("latents")
+    if run.is_complete(path):
+        latents = (run.state(path).get("info") or {}).get("latents")
         return [int(x) for x in latents] if latents is not None else None
     return None
 
@@ -140,8 +139,9 @@ def features_path(ctx, explicit: str = "") -> Path:
     with FeatureStore(path) as store:
         complete = store.complete
     if complete is None:
-        state_file = path.with_name(path.name + artifacts.STATE_SUFFIX)
-        complete = state_file.exists() and '"complete"' in state_file.read_text()
+        from lmmsae.rundir import RunDir
+
+        complete = RunDir(path.parent).is_complete(path.name)
     if not complete:
         run = path.resolve().parent.parent if path.parent.name == Path(artifacts.FEATURES).parent.name else None
         how = (f"lmmsae cache --resume --name {run.name} --out {run.parent}" if run is not None

@@ -89,17 +89,16 @@ def run(ctx) -> None:
 
 def _readable(ctx, path: str) -> bool:
     """An input the report may show: complete, and made by this config."""
-    state = ctx.run.state(path)
-    return bool(state and state.get("status") == "complete" and state.get("fingerprint") == ctx.unit(path).fingerprint)
+    return ctx.run.is_current(path, ctx.unit(path).fingerprint)
 
 
 def timings(ctx) -> dict[str, float]:
     """Seconds each stage took to make its current outputs (its last uninterrupted attempt)."""
     out: dict[str, float] = {}
     for unit in ctx.plan.units:
-        state = ctx.run.state(unit.path) if unit.stage != "report" else None
-        if state and state.get("status") == "complete" and state.get("fingerprint") == unit.fingerprint:
-            out[unit.stage] = round(out.get(unit.stage, 0.0) + float(state.get("seconds") or 0.0), 3)
+        if unit.stage != "report" and ctx.run.is_current(unit.path, unit.fingerprint):
+            seconds = ctx.run.state(unit.path).get("seconds") or 0.0
+            out[unit.stage] = round(out.get(unit.stage, 0.0) + float(seconds), 3)
     return out
 
 

@@ -1,7 +1,7 @@
 """Stage `steer`: generate with SAE features clamped or added, original and steered side by side.
 
 Writes `steering/<name>.jsonl` (one record per image x feature x strength; appended and resumable
-by key) and, when complete, a marker holding the options and a summary. Uses the first hookpoint
+by key) and, beside it, its state record with the options and a summary. Uses the first hookpoint
 of the run, the run's trained SAE at `sae/<hookpoint>/`, and the run's dataset for images.
 """
 
