@@ -199,7 +199,7 @@ def build_processor():
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_center_crop=False, do_resize=True, resample=3, image_mean=list(MEAN), image_std=list(STD),
         do_convert_rgb=True)
     return LlavaProcessor(image_processor=image_processor, tokenizer=build_tokenizer("llava"),

@@ -67,6 +67,11 @@ def test_llava_loads_offline_with_the_documented_token_layout(llava, heldout):
     batch = processor(images=[heldout[0].image], text=["<image>"], return_tensors="pt")
     assert batch["input_ids"][0].tolist() == [1] + [4] * 64
     assert tuple(batch["pixel_values"].shape) == (1, 3, 96, 96)
+    wide, tall = heldout[0].image.resize((150, 90)), heldout[0].image.resize((40, 130))
+    for image in (wide, tall):  # user folders and explainer crops are not square: resized exactly, never cut
+        batch = processor(images=[image], text=["<image>"], return_tensors="pt")
+        assert tuple(batch["pixel_values"].shape) == (1, 3, 96, 96) and batch["input_ids"].shape[1] == 65
+        assert model(**batch).logits.shape[1] == 65
     n_params = sum(p.numel() for p in model.parameters())
     assert 3e6 < n_params < 10e6
 
