@@ -195,6 +195,7 @@ class SpliceStats:
 
     ablation: str = "zero"
     tokens: str = "answer"
+    spliced: str = "every token"
     n: int = 0
     sums: dict[str, float] = field(default_factory=lambda: dict(ce_clean=0.0, ce_sae=0.0, ce_ablated=0.0,
                                                                 kl_sae=0.0, kl_ablated=0.0))
@@ -212,8 +213,9 @@ class SpliceStats:
         if self.n == 0:
             return {"n_positions": 0}
         mean = {k: v / self.n for k, v in self.sums.items()}
-        where = f" ({self.tokens} tokens, {self.ablation} ablation)"
-        out: dict[str, Any] = {"n_positions": self.n, "ablation": self.ablation, "tokens": self.tokens}
+        where = f" ({self.tokens} tokens, {self.ablation} ablation of {self.spliced})"
+        out: dict[str, Any] = {"n_positions": self.n, "ablation": self.ablation, "tokens": self.tokens,
+                               "spliced": self.spliced}
         for name, value in mean.items():
             out[name] = {"value": value, "definition": DEFINITIONS[name] + where}
         ce_rec = recovered(mean["ce_ablated"], mean["ce_sae"], mean["ce_clean"])
@@ -251,16 +253,21 @@ def counted_positions(input_ids: Tensor, kinds: Tensor, tokens: str = "answer") 
 @torch.no_grad()
 def ce_kl_recovered(adapter, sae, hookpoint: str, batches: Iterable, tokens: str = "answer",
                     ablation: str = "zero", mean_activation: Tensor | None = None,
-                    progress: Callable | None = None) -> dict[str, Any]:
+                    progress: Callable | None = None, token_kinds=None) -> dict[str, Any]:
     """Splice the SAE into the model at `hookpoint` (reconstruction replaces the activations on
-    every token) and compare next-token losses with the clean model and with an ablation
-    (`zero`, or `mean`: the mean activation, e.g. over the training tokens)."""
+    the `token_kinds` positions, every token when None) and compare next-token losses with the
+    clean model and with an ablation of the same positions (`zero`, or `mean`: the mean
+    activation, e.g. over the training tokens). Splice only the kinds the SAE was trained on: an
+    SAE never shown text tokens reconstructs them badly, which says nothing about its features."""
+    from lmmsae.models.base import TokenKind
     from lmmsae.saes.base import check_d_in
 
     if ablation == "mean" and mean_activation is None:
         raise ValueError("mean ablation needs mean_activation")
     check_d_in(sae, hookpoint, adapter.d_model(hookpoint))
-    stats = SpliceStats(ablation=ablation, tokens=tokens)
+    kinds = TokenKind.parse(token_kinds) if token_kinds else None
+    spliced = " and ".join(k.name.lower() for k in kinds) + " tokens" if kinds else "every token"
+    stats = SpliceStats(ablation=ablation, tokens=tokens, spliced=spliced)
 
     def splice(acts, _mask):
         flat = acts.reshape(-1, acts.shape[-1])
@@ -273,9 +280,9 @@ def ce_kl_recovered(adapter, sae, hookpoint: str, batches: Iterable, tokens: str
 
     for batch in (progress(batches) if progress else batches):
         clean = adapter.logits(batch)
-        with adapter.intervene(hookpoint, splice):
+        with adapter.intervene(hookpoint, splice, token_kinds=token_kinds):
             spliced = adapter.logits(batch)
-        with adapter.intervene(hookpoint, ablate):
+        with adapter.intervene(hookpoint, ablate, token_kinds=token_kinds):
             ablated = adapter.logits(batch)
         input_ids = batch.inputs["input_ids"]
         labels, mask = counted_positions(input_ids, batch.token_map.kind, tokens)

@@ -180,3 +180,23 @@ def test_splice_with_sae_of_wrong_width_is_one_line(adapter_and_batch):
     with pytest.raises(UserError) as exc:
         metrics.ce_kl_recovered(adapter, random_topk(16), HOOK, [batch])
     assert "\n" not in str(exc.value) and "d_in=16" in str(exc.value) and "width 32" in str(exc.value)
+
+
+class Zero(Identity):
+    """An SAE whose reconstruction is all zeros: splicing it is a zero ablation."""
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+def test_splice_and_ablation_touch_only_the_token_kinds_the_sae_was_trained_on(adapter_and_batch):
+    adapter, batch = adapter_and_batch
+    image_only = metrics.ce_kl_recovered(adapter, Zero(), HOOK, [batch], tokens="all", token_kinds=["image"])
+    everywhere = metrics.ce_kl_recovered(adapter, Zero(), HOOK, [batch], tokens="all")
+    assert image_only["spliced"] == "image tokens" and everywhere["spliced"] == "every token"
+    assert "zero ablation of image tokens" in image_only["ce_sae"]["definition"]
+    # the zero SAE spliced into image tokens is exactly the zero ablation of those tokens ...
+    assert image_only["ce_sae"]["value"] == pytest.approx(image_only["ce_ablated"]["value"], rel=1e-9)
+    # ... and leaves text positions alone, so it hurts less than zeroing every token
+    assert image_only["kl_ablated"]["value"] < everywhere["kl_ablated"]["value"]
+    assert image_only["ce_clean"]["value"] == everywhere["ce_clean"]["value"]

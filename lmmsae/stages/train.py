@@ -518,6 +518,7 @@ def _splice_metrics(ctx, adapter, folder: Path, hookpoint: str, options: Options
     out = {"samples": n}
     mean = None
     evaluation = metrics.get("evaluation") or {}
+    trained_on = sorted(evaluation.get("by_token_kind") or {}) or None
     if "n_tokens" in evaluation and evaluation["n_tokens"]:
         mean = _mean_activation(ctx, hookpoint, options)
     for ablation in ("zero", "mean"):
@@ -526,7 +527,7 @@ def _splice_metrics(ctx, adapter, folder: Path, hookpoint: str, options: Options
             continue
         out[ablation] = ce_kl_recovered(
             adapter, sae, hookpoint, batches, tokens=tokens, ablation=ablation,
-            mean_activation=None if mean is None else torch.as_tensor(mean),
+            mean_activation=None if mean is None else torch.as_tensor(mean), token_kinds=trained_on,
             progress=lambda b, a=ablation: track(b, description=f"CE/KL {a} ablation", unit="batches"))
     return out
 
