@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from lmmsae.errors import UserError
-from lmmsae.stores.disk import MARGIN, GuardedWriter, abandon, chunk_bytes, disk_errno, disk_error
+from lmmsae.stores.disk import MARGIN, GuardedWriter, chunk_bytes, disk_errno, disk_error
 
 SCHEMA_VERSION = 2
 STORAGE = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
@@ -269,22 +269,12 @@ class ActivationWriter(GuardedWriter):
                 self.f.attrs[k] = v if isinstance(v, (int, float, str, bool)) else _json(v)
             self.f.flush()
 
-    def close(self) -> None:
-        """Close, marking the file clean; after a failed write, close without touching the disk."""
-        if not self.f:
-            return
-        if self._broken:
-            abandon(self.f)
-            return
+    def _before_close(self) -> None:
         try:
-            try:
-                self._reserve(MARGIN)
-                self.f.attrs["clean"] = True
-            except UserError:
-                pass  # left unclean: verified when reopened
-            self.f.close()
-        except Exception:  # noqa: BLE001 - a failed flush on close: never let HDF5 retry it; the file
-            abandon(self.f)  # stays as last committed, unclean, and is verified when reopened
+            self._reserve(MARGIN)
+            self.f.attrs["clean"] = True
+        except UserError:
+            pass  # left unclean: verified when reopened
 
 
 

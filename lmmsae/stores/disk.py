@@ -128,8 +128,22 @@ class GuardedWriter:
     def _reserve(self, nbytes: int) -> None:
         reserve(self.path, self.f.id.get_filesize() + nbytes + MARGIN)
 
+    def _before_close(self) -> None:
+        """Last writes of a clean close (a writer marks its file clean here)."""
+
     def close(self) -> None:
-        raise NotImplementedError
+        """Close; after a failed write, close without touching the disk. A failed flush on close is
+        never retried by HDF5: the file stays as last committed and is verified when reopened."""
+        if not self.f:
+            return
+        if self._broken:
+            abandon(self.f)
+            return
+        try:
+            self._before_close()
+            self.f.close()
+        except Exception:  # noqa: BLE001
+            abandon(self.f)
 
     def __enter__(self):
         return self

@@ -43,7 +43,7 @@ from lmmsae.cache.layout import MapLayout, ViewGeometry
 from lmmsae.cache.state import FeatureCache, SampleInfo
 from lmmsae.cache.stats import KINDS, LatentStats
 from lmmsae.errors import UserError
-from lmmsae.stores.disk import GuardedWriter, abandon, chunk_bytes, disk_errno, disk_error
+from lmmsae.stores.disk import GuardedWriter, chunk_bytes, disk_errno, disk_error
 
 FORMAT = "lmmsae.features"
 SCHEMA_VERSION = 2
@@ -158,18 +158,6 @@ class FeatureWriter(GuardedWriter):
         f.attrs["n_samples"] = int(journal.attrs["n_samples"])
         f.attrs["journal"] = False
         f.flush()
-
-    def close(self) -> None:
-        if not self.f:
-            return
-        if self._broken:
-            abandon(self.f)
-            return
-        try:
-            self.f.close()
-        except Exception:  # noqa: BLE001 - never let HDF5 retry a failed flush
-            abandon(self.f)
-
 
 
 def _attr_values(cache: FeatureCache, attrs: dict[str, Any]) -> dict[str, Any]:
