@@ -126,7 +126,7 @@ def yes_no_metrics(model, processor, samples, seed=0) -> dict:
     """Accuracy on present and on absent objects, for whole-image probes ('is there a red circle ?', one
     present and one absent per image, drawn by `lmmsae.datasets.shapes.probe`) and for probes at a grid
     position ('... at the top left ?')."""
-    from lmmsae.steering.evaluate import parse_yes_no
+    from lmmsae.text import parse_yes_no
 
     out = {}
     for kind, positional in (("whole_image", False), ("positional", True)):
@@ -138,16 +138,21 @@ def yes_no_metrics(model, processor, samples, seed=0) -> dict:
                 labels.append(present)
                 images.append(s.image)
         replies = answer_probes(model, processor, images, questions)
-        said = [parse_yes_no(r) for r in replies]
-        out[kind] = {
-            "questions": len(questions),
-            "accuracy": round(float(np.mean([(a == "yes") == t for a, t in zip(said, labels)])), 4),
-            "accuracy_present": round(float(np.mean([a == "yes" for a, t in zip(said, labels) if t])), 4),
-            "accuracy_absent": round(float(np.mean([a == "no" for a, t in zip(said, labels) if not t])), 4),
-            "yes_rate": round(float(np.mean([a == "yes" for a in said])), 4),
-            "other_replies": int(sum(a is None for a in said)),
-        }
+        out[kind] = yes_no_scores([parse_yes_no(r) for r in replies], labels)
     return out
+
+
+def yes_no_scores(said: list[bool | None], present: list[bool]) -> dict:
+    """Accuracy overall, on present and on absent objects, from parsed verdicts (None: neither yes nor no,
+    wrong on both sides)."""
+    return {
+        "questions": len(said),
+        "accuracy": round(float(np.mean([a is t for a, t in zip(said, present)])), 4),
+        "accuracy_present": round(float(np.mean([a is True for a, t in zip(said, present) if t])), 4),
+        "accuracy_absent": round(float(np.mean([a is False for a, t in zip(said, present) if not t])), 4),
+        "yes_rate": round(float(np.mean([a is True for a in said])), 4),
+        "other_replies": int(sum(a is None for a in said)),
+    }
 
 
 def evaluate_llava(llava_dir, n_images=1000, seed=0, log=print):
