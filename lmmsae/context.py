@@ -168,10 +168,12 @@ class RunContext:
         specs += [(s, getattr(self.config, s)) for s in ("explainer", "dataset", "model", "sae")
                   if s in sections and getattr(self.config, s).name]  # a missing dataset is named in validate
         specs += [("scorers", s) for s in self.config.scorers if "scorers" in sections]
+        dataset = self.component("dataset")[0].load() if self.config.dataset.name else None
         for section, spec in specs:
             component, options = self.component(section, spec)
+            context = {"dataset": dataset} if section == "scorers" else {}
             try:
-                getattr(component.load(), "preflight", lambda _options: None)(options)
+                getattr(component.load(), "preflight", lambda _options, **_: None)(options, **context)
             except UserError as exc:
                 raise UserError(f"{SINGULAR[component.kind]} {spec.name!r}: {exc}") from None
 

@@ -14,9 +14,9 @@ from lmmsae.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def preflight(kind: str, name: str, **options) -> None:
+def preflight(kind: str, name: str, dataset=None, **options) -> None:
     component = plugins.get(kind, name)
-    component.load().preflight(component.options(options))
+    component.load().preflight(component.options(options), **({"dataset": dataset} if dataset else {}))
 
 
 def test_local_paths_and_hub_ids_are_told_apart():
@@ -97,6 +97,30 @@ def test_scorers_check_their_models(tmp_path, monkeypatch):
         preflight("scorers", "detection", judge="anthropic")
     with pytest.raises(UserError, match="does not exist: fix -o scorers.N.detector=PATH"):
         preflight("scorers", "iou", regions="segmenter", detector=str(tmp_path / "dino"))
+
+
+def test_iou_checks_the_segmenter_only_for_images_without_masks(tmp_path):
+    from lmmsae.datasets.base import Dataset
+    from lmmsae.datasets.shapes import ShapesDataset
+
+    preflight("scorers", "iou", dataset=ShapesDataset, detector=str(tmp_path / "dino"))  # masks: no segmenter
+    with pytest.raises(UserError, match="does not exist: fix -o scorers.N.detector=PATH"):
+        preflight("scorers", "iou", dataset=Dataset, detector=str(tmp_path / "dino"))
+
+
+def test_a_run_on_folder_images_names_the_missing_segmenter_before_collect(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (96, 96), "red").save(tmp_path / "images" / "a.png")
+    env = {k: v for k, v in os.environ.items() if k != "LMMSAE_LOAD_PLUGINS"}  # the imagefolder plugin
+    out = subprocess.run([sys.executable, "-m", "lmmsae", "run", "--out", str(tmp_path / "runs"), "--name", "r",
+                          "--dataset", "imagefolder", "-o", f"dataset.root={tmp_path / 'images'}",
+                          "-o", f"scorers.1.detector={tmp_path / 'dino'}"], capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(ROOT)})
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert "scorer 'iou'" in out.stderr and "fix -o scorers.N.detector=PATH" in out.stderr, out.stderr
+    assert not (tmp_path / "runs" / "r" / "activations.h5").exists()
 
 
 def test_datasets_check_their_folders(tmp_path):

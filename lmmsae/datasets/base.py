@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from lmmsae.errors import UserError
 
@@ -35,6 +35,8 @@ class BadSample(UserError):
 
 class Dataset(ABC):
     """Samples in a fixed order, so a stage can resume at an index and shards can split by index."""
+
+    region_masks: ClassVar[bool] = False  # every sample's truth holds object pixel masks: IoU needs no segmenter
 
     @dataclass
     class Options:

@@ -320,6 +320,8 @@ def generate(rng: np.random.Generator, image_size: int, max_objects: int = 3):
 class ShapesDataset(Dataset):
     """Procedural shapes with ground truth (objects, masks, caption); the toy world's images."""
 
+    region_masks = True
+
     @dataclass
     class Options:
         n: int = 2000  # number of samples

@@ -85,9 +85,11 @@ class Scorer(ABC):
         self.options = options if options is not None else self.Options()
 
     @classmethod
-    def preflight(cls, options) -> None:
+    def preflight(cls, options, dataset=None) -> None:
         """Cheap checks, before any stage starts, of what this component will need (an API key, a
-        checkpoint, a folder): raise UserError saying what is missing. No model loads here."""
+        checkpoint, a folder): raise UserError saying what is missing. No model loads here.
+        `dataset` is the run's Dataset class (None when the run names none yet), for needs that depend
+        on the images, such as a segmenter only for images without masks (`Dataset.region_masks`)."""
 
     @abstractmethod
     def score(self, record: FeatureRecord, explanation: Explanation, ctx: ScoringContext) -> dict[str, Any]:

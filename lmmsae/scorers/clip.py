@@ -137,7 +137,7 @@ class ClipScorer(Scorer):
         batch_size: int = 64
 
     @classmethod
-    def preflight(cls, options) -> None:
+    def preflight(cls, options, dataset=None) -> None:
         check_clip_weights(options.model, options.pretrained)
 
     def __init__(self, options: "ClipScorer.Options | None" = None):

@@ -74,7 +74,7 @@ class DetectionScorer(Scorer):
         embed_pretrained: str = ""
 
     @classmethod
-    def preflight(cls, options) -> None:
+    def preflight(cls, options, dataset=None) -> None:
         if options.judge:  # "" = the run's explainer's backend, checked with the explainer
             from lmmsae import plugins
 

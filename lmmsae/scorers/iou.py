@@ -63,8 +63,9 @@ class IoUScorer(Scorer):
         text_threshold: float = 0.25
 
     @classmethod
-    def preflight(cls, options) -> None:
-        if options.regions == "segmenter":  # "auto" uses the segmenter only for images without masks
+    def preflight(cls, options, dataset=None) -> None:
+        masked = dataset is None or dataset.region_masks  # None: validation names the missing dataset
+        if options.regions == "segmenter" or (options.regions == "auto" and not masked):
             from lmmsae.checkpoints import check_checkpoint
 
             check_checkpoint(options.detector, "scorers.N.detector")
