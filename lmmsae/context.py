@@ -137,12 +137,15 @@ class RunContext:
         from lmmsae.config import STAGES
         from lmmsae.plan import stage_module
 
+        stages = list(stages)
         present = [s for s in COMPONENT_SECTIONS if getattr(self.config, s).name]
         for section in present:  # names first: a typo must not wait for torch to import
             plugins.get(COMPONENT_SECTIONS[section], getattr(self.config, section).name)
         for spec in self.config.scorers:
             plugins.get("scorers", spec.name)
-        self.preflight(list(stages))
+        self.preflight(stages)
+        for stage in stages:  # a stage's options against what is known before any work
+            getattr(stage_module(stage), "check", lambda _ctx: None)(self)
         for section in present:
             self.component(section)
         for spec in self.config.scorers:

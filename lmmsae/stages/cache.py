@@ -117,6 +117,24 @@ def run(ctx) -> None:
     ctx.log("cache-done", path=artifacts.FEATURES, complete=unit.current)
 
 
+def check(ctx) -> None:
+    """Before any stage runs: the latents asked for against the SAE's width where it is known without
+    loading anything (`sae_path`'s cfg.json, or the config's sae.n_latents)."""
+    from lmmsae.cache.latents import parse_latents
+    from lmmsae.jsonfile import read_json
+
+    opts = ctx.stage_options("cache", Options)
+    if opts.latents in (None, "all", []):
+        return
+    n_latents = int(getattr(ctx.component("sae")[1], "n_latents", 0) or 0) if ctx.config.sae.name else 0
+    cfg = Path(opts.sae_path or "") / artifacts.SAE_CFG
+    if opts.sae_path and cfg.is_file():
+        read = read_json(cfg)
+        n_latents = int(read.get("n_latents") or read.get("num_latents") or read.get("d_sae") or 0)
+    if n_latents > 0:
+        parse_latents(opts.latents, n_latents)
+
+
 def check_options(options: Options, sae, hookpoint: str, width: int) -> None:
     """The SAE against the hookpoint, and the cache's latents against the SAE, before any work (a bad
     one is one line, and nothing is discarded)."""

@@ -195,7 +195,7 @@ def test_stage_runs_skips_when_complete_and_merges_shards_started_by_hand(tmp_pa
         shard_ctx.config.stages["cache"]["shard_index"] = rank
         stage.run(shard_ctx)
         assert shard_ctx.run.is_complete(artifacts.FEATURES) == (rank == 0)
-    assert_same_file(ctx.run.file(artifacts.FEATURES), shard_ctx.run.file(artifacts.FEATURES))
+    assert_same_file(ctx.run.file(artifacts.FEATURES), shard_ctx.run.file(artifacts.FEATURES), rtol=1e-5)
 
 
 def test_an_sae_of_another_width_is_one_line_before_any_work(tmp_path):
@@ -203,3 +203,24 @@ def test_an_sae_of_another_width_is_one_line_before_any_work(tmp_path):
     with pytest.raises(UserError, match=r"SAE for 'h' has d_in=16 but the hookpoint has width 8") as err:
         cache_features(adapter, ReluSAE(d_in=16, n_latents=40), ds, "h", tmp_path / "f.h5", opts)
     assert "\n" not in str(err.value) and adapter.forward_calls == 0 and not (tmp_path / "f.h5").exists()
+
+
+def test_latents_beyond_the_sae_fail_before_the_first_stage(tmp_path):
+    """The SAE's width is known from the config (or sae_path's cfg.json): `lmmsae run` refuses
+    cache.latents beyond it at once, not after collect and train."""
+    import json
+
+    from click.testing import CliRunner
+
+    from lmmsae.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "runs"), "--name", "r",
+                                      "-o", "sae.n_latents=64", "-o", "cache.latents=0:100"])
+    assert result.exit_code == 1 and "latent 64 is out of range: the SAE has 64 latents" in result.output
+    assert not (tmp_path / "runs" / "r").exists()
+    sae = tmp_path / "sae"
+    sae.mkdir()
+    (sae / "cfg.json").write_text(json.dumps({"architecture": "topk", "d_in": 128, "n_latents": 32}))
+    result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "runs"), "--name", "r",
+                                      "-o", f"cache.sae_path={sae}", "-o", "cache.latents=40"])
+    assert result.exit_code == 1 and "latent 40 is out of range: the SAE has 32 latents" in result.output
