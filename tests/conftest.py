@@ -1,4 +1,5 @@
-"""Shared test setup: no external plugins unless a test asks, no network, quiet threads."""
+"""Shared test setup: no external plugins unless a test asks, no network, quiet threads; one small real
+toy-world run per session (`small_run`)."""
 
 import os
 
@@ -6,6 +7,8 @@ os.environ.setdefault("LMMSAE_LOAD_PLUGINS", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -28,3 +31,17 @@ def toy_weights():
 
     assert toyworld.weights_available(), (f"the toy-world weights are missing from {toyworld.WEIGHTS_DIR}: "
                                           f"reinstall lmmsae, or rebuild them with python -m lmmsae.toyworld.train")
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """runs/small: the real stages on the toy world, with a steering sweep, a comparison and HTML
+    explanations (tests/small_run.py). Shared by the report tests and the documented commands' tests;
+    a test that changes a run works on a copy."""
+    from small_run import make_small_run
+
+    from lmmsae import toyworld
+
+    if not toyworld.weights_available():
+        pytest.fail("the toy world's weights are missing from lmmsae/toyworld/weights")
+    return make_small_run(tmp_path_factory.mktemp("runs"))

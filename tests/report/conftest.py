@@ -1,5 +1,5 @@
-"""One small real run per test session (the real stages on the toy world, see small_run.py) and
-headless Chromium.
+"""Headless Chromium for the report's browser tests (the small real run they look at, `small_run`,
+is in tests/conftest.py).
 
 The browser tests need chromium and chromedriver (`apt-get install chromium chromium-driver`;
 .ci/run installs them). Without them they fail under CI=true and skip elsewhere, so that a
@@ -11,16 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-from small_run import make_small_run
-
-from lmmsae import toyworld
-
-
-@pytest.fixture(scope="session")
-def small_run(tmp_path_factory) -> Path:
-    if not toyworld.weights_available():
-        pytest.fail("the toy world's weights are missing from lmmsae/toyworld/weights")
-    return make_small_run(tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""The small real run the report tests look at: the real stages on the toy world, with a steering
-sweep, a comparison of two renderings of the toy explainer, and explanations whose text is HTML."""
+"""The small real run the report tests and the documented commands' tests look at (the `small_run`
+fixture of tests/conftest.py): `lmmsae run` on the toy world with smaller sizes (RUN_ARGS), then a
+steering sweep, a comparison of two renderings of the toy explainer, and explanations whose text is HTML."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ SMALL = ["-o", "dataset.n=160", "-o", "sae.n_latents=256", "-o", "sae.k=16", "-o
          "-o", "train.batch_size=256"]
 SCRIPT_TEXT = "<script>alert(1)</script> and </script><!-- \u2028"
 IMG_TEXT = "<img src=x onerror=\"document.title='pwned'\">"
+RUN_ARGS = ("run", "--name", RUN, *SMALL)   # plus --out
 
 
 def invoke(*args):
@@ -34,7 +36,7 @@ def make_small_run(out: Path) -> Path:
     from lmmsae.explainers.store import ExplanationWriter
     from lmmsae.records import Explanation
 
-    invoke("run", "--out", str(out), "--name", RUN, *SMALL)
+    invoke(*RUN_ARGS, "--out", str(out))
     run = out / RUN
     first = [json.loads(x) for x in (run / "explanations" / "toy-llava.jsonl").read_text().splitlines()]
     latents, hookpoint = sorted({r["latent"] for r in first}), first[0]["hookpoint"]
