@@ -323,7 +323,8 @@ def train(batches: Callable[[Any], Iterable[tuple[dict, Any]]], dims: dict[str, 
                       description="train", unit="steps", stream=None if rank == 0 else _NullStream()),
                 max_steps=max_steps, checkpoint=checkpoint, checkpoint_every=options.checkpoint_every, log=say)
     if trainer.step_count == 0:
-        raise UserError("no training data: the activations (or dataset) yielded no batch")
+        raise UserError(f"no training step: the activations (or dataset) hold fewer tokens than one step of "
+                        f"train.batch_size={options.batch_size}: use more images, or lower -o train.batch_size")
     checkpoint(trainer)
     elapsed = time.perf_counter() - t0
     out: dict[str, dict] = {}

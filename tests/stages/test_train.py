@@ -114,3 +114,18 @@ def test_sparsity_warning_names_the_threshold():
     assert sparsity_warning({"evaluation": {"l0": {"value": 32.0}}}, {"n_latents": 2048, "k": 32}) is None
     low = {"training": {"last_batch": {"l0": 9.5}}}  # no stored activations: the last training batch's L0
     assert sparsity_warning(low, {"n_latents": 2048, "k": 32}).startswith("L0 = 9.5 per token for k = 32 (outside k/2..2k)")
+
+
+def test_fewer_tokens_than_one_step_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from lmmsae import artifacts
+    from lmmsae.cli import cli
+    from lmmsae.rundir import RunDir
+
+    result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path), "--name", "r", "--until", "train",
+                                      "-o", "dataset.n=4", "-o", "train.batch_size=4096"])
+    assert result.exit_code == 1
+    assert ("no training step: the activations (or dataset) hold fewer tokens than one step of "
+            "train.batch_size=4096: use more images, or lower -o train.batch_size") in result.output
+    assert not RunDir(tmp_path / "r").is_complete(artifacts.SAE_DIR)
