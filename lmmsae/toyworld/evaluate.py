@@ -107,7 +107,8 @@ def masked_metrics(texts, samples, ks):
     }
 
 
-def answer_probes(model, processor, images, questions, batch=64, max_new_tokens=3) -> list[str]:
+def answer_probes(model, processor, images, questions, batch=64, max_new_tokens=3,
+                  template: str = QUESTION_TEMPLATE) -> list[str]:
     """The toy LLaVA's replies to yes/no probes (QUESTION_TEMPLATE), batching images that share a question."""
     by_question: dict[str, list[int]] = {}
     for i, q in enumerate(questions):
@@ -116,28 +117,35 @@ def answer_probes(model, processor, images, questions, batch=64, max_new_tokens=
     for q, idx in by_question.items():
         for chunk in _batched(idx, batch):
             out = caption(model, processor, [images[i] for i in chunk], max_new_tokens=max_new_tokens,
-                          prompt=QUESTION_TEMPLATE.format(question=q))
+                          prompt=template.format(question=q))
             for i, r in zip(chunk, out):
                 replies[i] = r
     return replies
 
 
-def yes_no_metrics(model, processor, samples, seed=0) -> dict:
+def probe_batch(samples, rng=None, positional=False):
+    """(images, questions, present): one present and one absent probe per sample, drawn by
+    `lmmsae.datasets.shapes.probe` with `rng` (default `random.Random(0)`)."""
+    rng = rng or random.Random(0)
+    questions, labels, images = [], [], []
+    for s in samples:
+        for present in (True, False):
+            questions.append(question_for(*probe(s.truth, rng, present, positional)))
+            labels.append(present)
+            images.append(s.image)
+    return images, questions, labels
+
+
+def yes_no_metrics(model, processor, samples, seed=0, template: str = QUESTION_TEMPLATE) -> dict:
     """Accuracy on present and on absent objects, for whole-image probes ('is there a red circle ?', one
     present and one absent per image, drawn by `lmmsae.datasets.shapes.probe`) and for probes at a grid
-    position ('... at the top left ?')."""
+    position ('... at the top left ?'), asked as `template`."""
     from lmmsae.text import parse_yes_no
 
     out = {}
     for kind, positional in (("whole_image", False), ("positional", True)):
-        rng = random.Random(seed)
-        questions, labels, images = [], [], []
-        for s in samples:
-            for present in (True, False):
-                questions.append(question_for(*probe(s.truth, rng, present, positional)))
-                labels.append(present)
-                images.append(s.image)
-        replies = answer_probes(model, processor, images, questions)
+        images, questions, labels = probe_batch(samples, random.Random(seed), positional)
+        replies = answer_probes(model, processor, images, questions, template=template)
         out[kind] = yes_no_scores([parse_yes_no(r) for r in replies], labels)
     return out
 
@@ -155,7 +163,7 @@ def yes_no_scores(said: list[bool | None], present: list[bool]) -> dict:
     }
 
 
-def evaluate_llava(llava_dir, n_images=1000, seed=0, log=print):
+def evaluate_llava(llava_dir, n_images=1000, seed=0, log=print, question_template: str = QUESTION_TEMPLATE):
     t0 = time.time()
     model, processor = load_llava(llava_dir)
     data = ShapesDataset(ShapesDataset.Options(n=n_images, seed=seed, split="test", image_size=IMAGE_SIZE))
@@ -186,7 +194,8 @@ def evaluate_llava(llava_dir, n_images=1000, seed=0, log=print):
         "object_mentioned": round(float(np.mean([bool(parse_caption(t)) for t in out])), 4)}
     log(f"masked_background: {json.dumps(results['masked_background'])}")
 
-    results["yes_no"] = yes_no_metrics(model, processor, samples, seed)
+    results["yes_no"] = yes_no_metrics(model, processor, samples, seed, question_template)
+    results["yes_no"]["template"] = question_template
     log(f"yes_no: {json.dumps(results['yes_no'])}")
     results["llava_eval_seconds"] = round(time.time() - t0, 1)
     return results
@@ -215,8 +224,9 @@ def evaluate_clip(clip_dir, n_images=1024, seed=0, group=64, log=print):
     return res
 
 
-def evaluate(llava_dir=LLAVA_DIR, clip_dir=CLIP_DIR, n_images=1000, seed=0, log=print):
-    results = evaluate_llava(llava_dir, n_images, seed, log)
+def evaluate(llava_dir=LLAVA_DIR, clip_dir=CLIP_DIR, n_images=1000, seed=0, log=print,
+             question_template: str = QUESTION_TEMPLATE):
+    results = evaluate_llava(llava_dir, n_images, seed, log, question_template)
     results["clip"] = evaluate_clip(clip_dir, max(n_images, 640), seed, log=log)
     c, m = results["captioning"], results["masked_pixels"]
     results["summary"] = {
@@ -251,9 +261,10 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--question-template", default=QUESTION_TEMPLATE, help="how yes/no probes are asked")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results = evaluate(args.llava, args.clip, args.images, args.seed)
+    results = evaluate(args.llava, args.clip, args.images, args.seed, question_template=args.question_template)
     text = json.dumps(results, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmmsae.datasets.shapes import (ShapesDataset, background_view, describe_background, describe_object, masked_view,
-                                    patch_mask, probe, question_for)
+from lmmsae.datasets.shapes import (COLORS, SHAPES, ShapesDataset, background_view, describe_background, describe_object,
+                                    masked_view, patch_mask, probe, question_for)
 from lmmsae.toyworld import IMAGE_SIZE, PATCH_SIZE, PROMPT, QUESTION_TEMPLATE, WEIGHTS_DIR
 from lmmsae.toyworld.vocab import VOCAB, build_tokenizer
 
@@ -263,32 +263,110 @@ def rendered_view(sample, rng: np.random.Generator, background_share: float):
 
 
 def llava_example(sample, rng: random.Random, masked_share: float, question_share: float,
-                  background_share: float = 0.25, positional_share: float = 0.0, rendered_share: float = 0.0):
+                  background_share: float = 0.25, positional_share: float = 0.0, rendered_share: float = 0.0,
+                  question_template: str = QUESTION_TEMPLATE, question_sample=None):
     """(image, prompt, answer) for one training sample; the prompt holds "<image>" where the image goes.
-    (Extra random draws are made only for the options that are on, so phase 1 keeps its old stream.)"""
+    (Extra random draws are made only for the options that are on, so phase 1 keeps its old stream.)
+    `question_sample`, if given, replaces `sample` when a question is drawn (the one-object curriculum)."""
+    return llava_example_probe(sample, rng, masked_share, question_share, background_share, positional_share,
+                               rendered_share, question_template, question_sample)[:3]
+
+
+def llava_example_probe(sample, rng: random.Random, masked_share: float, question_share: float,
+                        background_share: float = 0.25, positional_share: float = 0.0, rendered_share: float = 0.0,
+                        question_template: str = QUESTION_TEMPLATE, question_sample=None):
+    """`llava_example` plus what the auxiliary patch losses need: (image, prompt, answer, sample, asked), where
+    `sample` is the sample the image was drawn from, `asked` the probe's (colour, shape, position) for a
+    question, else None; the image `is sample.image` when it is unmasked."""
     objects = sample.truth["objects"]
     u = rng.random()
     if u < masked_share:
         if rendered_share and rng.random() < rendered_share:
             view, target = rendered_view(sample, np.random.default_rng(rng.getrandbits(32)), background_share)
-            return view, PROMPT, target
+            return view, PROMPT, target, sample, None
         if rng.random() < background_share:  # only background kept: name the background
             view = background_view(sample, np.random.default_rng(rng.getrandbits(32)), PATCH_SIZE)
-            return view, PROMPT, describe_background(sample.truth["background"])
+            return view, PROMPT, describe_background(sample.truth["background"]), sample, None
         k = rng.randrange(len(objects))
         keep = objects[k]["mask"]
         if rng.random() < 0.5:  # patch-aligned masks, as produced from SAE activation maps
             keep = patch_mask(keep, PATCH_SIZE)
         elif rng.random() < 0.5:  # slightly grown pixel masks
             keep = patch_mask(keep, 3)
-        return masked_view(sample.image, keep), PROMPT, describe_object(objects[k])
+        return masked_view(sample.image, keep), PROMPT, describe_object(objects[k]), sample, None
     if u < masked_share + question_share:
+        sample = question_sample if question_sample is not None else sample
         present = rng.random() < 0.5
         positional = bool(positional_share) and rng.random() < positional_share
         color, shape, position = probe(sample.truth, rng, present, positional)
-        return sample.image, QUESTION_TEMPLATE.format(question=question_for(color, shape, position)), \
-            "yes" if present else "no"
-    return sample.image, PROMPT, sample.truth["caption"]
+        return sample.image, question_template.format(question=question_for(color, shape, position)), \
+            "yes" if present else "no", sample, (color, shape, position)
+    return sample.image, PROMPT, sample.truth["caption"], sample, None
+
+
+COLOR_CLASSES = ("none", *COLORS)  # targets of the training-only patch heads (class 0: no object)
+SHAPE_CLASSES = ("none", *SHAPES)
+
+
+def patch_targets(truth: dict, asked=None, min_cover: float = 0.1, patch: int = PATCH_SIZE):
+    """Per image token (patch row-major), the auxiliary targets: colour class, shape class (COLOR_CLASSES /
+    SHAPE_CLASSES) of the object covering the patch and, when `asked` = (colour, shape, position or None) is
+    given, 1 if that object is the asked one (at the asked position, if any) else 0. A patch an object
+    covers by less than `min_cover` of its pixels (but more than none) is ambiguous: -100 in all three."""
+    grid = IMAGE_SIZE // patch
+    color = np.zeros(grid * grid, dtype=np.int64)
+    shape = np.zeros(grid * grid, dtype=np.int64)
+    match = np.zeros(grid * grid, dtype=np.int64)
+    for o in truth["objects"]:
+        cover = o["mask"][:grid * patch, :grid * patch].reshape(grid, patch, grid, patch).mean(axis=(1, 3)).ravel()
+        full, part = cover >= min_cover, (cover > 0) & (cover < min_cover)
+        color[full] = COLOR_CLASSES.index(o["color"])
+        shape[full] = SHAPE_CLASSES.index(o["shape"])
+        if asked is not None:
+            c, s, pos = asked
+            match[full] = int(o["color"] == c and o["shape"] == s and (pos is None or o["position"] == pos))
+        edge = part & (color == 0)  # touched only by an edge, and by no object properly
+        for t in (color, shape, match):
+            t[edge] = -100
+    if asked is None:
+        match[:] = -100
+    return color, shape, match
+
+
+class PatchHeads:
+    """Training-only linear heads on LM hidden states at the image tokens (dropped at save): colour and shape
+    of the patch's object, and whether the patch holds the object a question (asked before the image) names."""
+
+    def __init__(self, hidden: int, seed: int = 0):
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        def linear(n):
+            lin = torch.nn.Linear(hidden, n)
+            with torch.no_grad():
+                lin.weight.normal_(0, 0.02, generator=g)
+                lin.bias.zero_()
+            return lin
+        self.color, self.shape, self.match = linear(len(COLOR_CLASSES)), linear(len(SHAPE_CLASSES)), linear(2)
+
+    def parameters(self):
+        return [p for m in (self.color, self.shape, self.match) for p in m.parameters()]
+
+    def loss(self, hidden, ids, targets):
+        """Mean of the three cross-entropies over valid patches; `hidden` (B, T, H) at one layer, `ids` the
+        input ids (image tokens located by id), `targets` three (B, N_PATCHES) long tensors."""
+        import torch.nn.functional as F
+
+        img = hidden[ids == VOCAB["<image>"]].float()  # (B * N_PATCHES, H), batch-major, patches row-major
+        img = F.layer_norm(img, img.shape[-1:])  # the residual stream's scale grows with depth
+        total, parts = 0.0, {}
+        for name, head, t in (("color", self.color, targets[0]), ("shape", self.shape, targets[1]),
+                              ("match", self.match, targets[2])):
+            t = t.reshape(-1)
+            if (t != -100).any():
+                parts[name] = F.cross_entropy(head(img), t, ignore_index=-100)
+                total = total + parts[name]
+        return total, parts
 
 
 def prompt_ids(prompt: str, tok) -> list[int]:
@@ -325,6 +403,24 @@ def encode_batch(examples, tok, answer_weight: float = 1.0):
     return ids, att, lab, wts
 
 
+def add_prefix_answers(ids, labels, weights, matches, weight: float):
+    """Dense answer targets for questions asked before the image: the logits at image token k (k < 63) are
+    trained to say "yes" if one of patches 0..k holds the asked object, else "no" (the answer for the part
+    of the image read so far; at the last image token this is the answer itself, already labelled).
+    `matches`: per example, the per-patch match targets of `patch_targets` (-100 counts as no) or None.
+    Edits `labels` and `weights` in place."""
+    import torch
+
+    yes, no = VOCAB["yes"], VOCAB["no"]
+    for i, m in enumerate(matches):
+        if m is None:
+            continue
+        pos = (ids[i] == VOCAB["<image>"]).nonzero().flatten()
+        seen = torch.from_numpy(np.maximum.accumulate(np.asarray(m) == 1))
+        labels[i, pos[1:]] = torch.where(seen[:-1], yes, no)
+        weights[i, pos[1:]] = weight
+
+
 def weighted_lm_loss(logits, labels, weights):
     """Next-token cross-entropy, weighted per label (the weighted mean over labelled tokens)."""
     import torch.nn.functional as F
@@ -351,6 +447,26 @@ def quick_caption_acc(model, data: ShapesDataset, n: int = 64) -> float:
     return float(np.mean([t.strip() == s.truth["caption"] for t, s in zip(texts, samples)]))
 
 
+def quick_yes_no(model, data: ShapesDataset, template: str = QUESTION_TEMPLATE, n: int = 32) -> str:
+    """Whole-image yes/no accuracy on present / absent probes (one each per held-out image; "yes" vs "no" logit
+    after the prompt, no processor: for progress logging)."""
+    import torch
+
+    from lmmsae.toyworld.evaluate import probe_batch
+
+    tok = build_tokenizer("llava")
+    images, questions, present = probe_batch([data.sample(i) for i in range(n)])
+    rows = [prompt_ids(template.format(question=q), tok) for q in questions]
+    width = max(map(len, rows))
+    ids = torch.tensor([[VOCAB["<pad>"]] * (width - len(r)) + r for r in rows])  # left-padded
+    att = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=att, pixel_values=to_pixels(images)).logits[:, -1]
+    said = (logits[:, VOCAB["yes"]] > logits[:, VOCAB["no"]]).numpy()
+    present = np.asarray(present)
+    return f"present {said[present].mean():.3f} absent {(~said[~present]).mean():.3f}"
+
+
 def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, log: Log, out: Path):
     import torch
 
@@ -373,14 +489,29 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
         f"rendered share of masked views {args.rendered_share}")
     vision = [p for n, p in model.named_parameters() if "vision_tower" in n]
     rest = [p for n, p in model.named_parameters() if "vision_tower" not in n]
-    opt = torch.optim.AdamW([{"params": vision, "lr_scale": args.vision_lr_scale}, {"params": rest, "lr_scale": 1.0}],
-                            lr=args.llava_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if args.vision_lr_scale > 0:
+        groups.insert(0, {"params": vision, "lr_scale": args.vision_lr_scale})
+    else:  # frozen vision tower: no gradients computed for it at all
+        for p_ in vision:
+            p_.requires_grad_(False)
+        log("LLaVA vision tower frozen (--vision-lr-scale 0)")
+    heads = None
+    if args.patch_aux_weight > 0:
+        heads = PatchHeads(model.config.text_config.hidden_size, args.seed)
+        groups.append({"params": heads.parameters(), "lr_scale": args.aux_lr_scale})
+        log(f"patch heads on LM layer {args.aux_layer} (colour, shape, asked object), loss weight "
+            f"{args.patch_aux_weight}; questions as {args.question_template!r}; one-object questions for the first "
+            f"{args.curriculum_steps} steps")
+    opt = torch.optim.AdamW(groups, lr=args.llava_lr, betas=(0.9, 0.98), weight_decay=0.01)
     tok = build_tokenizer("llava")
     rng = random.Random(args.seed)
+    single = ShapesDataset(ShapesDataset.Options(n=10**9, seed=args.seed, split="train", image_size=IMAGE_SIZE,
+                                                 max_objects=1)) if args.curriculum_steps else None
     model.train()
     t0 = time.time()
     cursor = 20_000_000 if args.init else 10_000_000  # disjoint from the CLIP's (and phase 1's) training indices
-    running = None
+    running, aux_running = None, {}
     sched = Schedule(args.llava_steps, args.llava_warmup, args.llava_minutes)
     step = 0
     while not sched.done(step):
@@ -388,23 +519,43 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
         lr = cosine_lr(step, args.llava_steps, args.llava_warmup, args.llava_lr, progress=prog)
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
-        examples = [llava_example(data.sample(cursor + i), rng, args.masked_share, args.question_share,
-                                  args.background_share, args.positional_share, args.rendered_share)
+        curriculum = step < args.curriculum_steps
+        examples = [llava_example_probe(data.sample(cursor + i), rng, args.masked_share, args.question_share,
+                                        args.background_share, args.positional_share, args.rendered_share,
+                                        args.question_template, single.sample(cursor + i) if curriculum else None)
                     for i in range(args.llava_batch)]
         cursor += args.llava_batch
-        ids, att, lab, wts = encode_batch(examples, tok, args.answer_weight)
+        ids, att, lab, wts = encode_batch([e[:3] for e in examples], tok, args.answer_weight)
         pixels = to_pixels([e[0] for e in examples])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            logits = model(input_ids=ids, attention_mask=att, pixel_values=pixels).logits
-        loss = weighted_lm_loss(logits, lab, wts)
+            out_ = model(input_ids=ids, attention_mask=att, pixel_values=pixels, output_hidden_states=heads is not None)
+        if args.prefix_answer_weight > 0:
+            add_prefix_answers(ids, lab, wts, [patch_targets(smp.truth, asked)[2] if asked is not None else None
+                                               for _, _, _, smp, asked in examples], args.prefix_answer_weight)
+        loss = weighted_lm_loss(out_.logits, lab, wts)
+        if heads is not None:
+            # colour / shape targets on unmasked images (captions, questions), the asked object's on questions
+            targets = [patch_targets(smp.truth, asked) if img is smp.image else
+                       tuple(np.full(N_PATCHES, -100, dtype=np.int64) for _ in range(3))
+                       for img, _, _, smp, asked in examples]
+            targets = [torch.from_numpy(np.stack([t[j] for t in targets])) for j in range(3)]
+            aux, parts = heads.loss(out_.hidden_states[args.aux_layer], ids, targets)
+            loss = loss + args.patch_aux_weight * aux
+            for k, v in parts.items():
+                aux_running[k] = v.item() if k not in aux_running else 0.95 * aux_running[k] + 0.05 * v.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 50 == 0 or step == args.llava_steps - 1:
-            log(f"llava step {step:5d} loss {running:.4f} lr {lr:.2e} progress {prog:.3f} "
+        if step % args.log_every == 0 or step == args.llava_steps - 1:
+            aux_msg = (" aux " + " ".join(f"{k} {v:.3f}" for k, v in aux_running.items())) if aux_running else ""
+            log(f"llava step {step:5d} loss {running:.4f}{aux_msg} lr {lr:.2e} progress {prog:.3f} "
                 f"({(time.time() - t0) / (step + 1):.2f} s/step)")
+        if args.yes_no_every and step and step % args.yes_no_every == 0:
+            model.eval()
+            log(f"llava step {step:5d} held-out yes/no (32 images) {quick_yes_no(model, heldout, args.question_template)}")
+            model.train()
         if args.progress_every and step and step % args.progress_every == 0:
             model.eval()
             log(f"llava step {step:5d} held-out exact caption (64 images) {quick_caption_acc(model, heldout):.3f}")
@@ -446,6 +597,23 @@ def main(argv=None):
                    help="share of yes/no questions asked about one grid cell ('is there a red circle at the top left ?')")
     p.add_argument("--rendered-share", type=float, default=0.0,
                    help="share of masked views drawn as lmmsae.render shows SAE features (soft patch-grid masks)")
+    p.add_argument("--question-template", default=QUESTION_TEMPLATE,
+                   help="how questions are asked in training and in the final evaluation, e.g. '{question} <image>' "
+                        "(question first: the image tokens can read it in the causal LM)")
+    p.add_argument("--patch-aux-weight", type=float, default=0.0,
+                   help="weight of the auxiliary patch losses (0: off): training-only linear heads on LM layer "
+                        "--aux-layer say, per image token, its object's colour and shape (unmasked images) and whether "
+                        "it holds the object a question asks about (needs the question before the image)")
+    p.add_argument("--prefix-answer-weight", type=float, default=0.0,
+                   help="with the question before the image, also train every image token's logits to answer for "
+                        "the patches read so far (yes once a patch holding the asked object has been seen); "
+                        "loss weight of each such token (0: off)")
+    p.add_argument("--aux-layer", type=int, default=2, help="LM layer the patch heads read (hidden_states index)")
+    p.add_argument("--aux-lr-scale", type=float, default=1.0, help="learning rate of the patch heads / --llava-lr")
+    p.add_argument("--curriculum-steps", type=int, default=0,
+                   help="questions are asked about one-object images for this many first steps")
+    p.add_argument("--yes-no-every", type=int, default=0, help="log held-out yes/no accuracy every N steps (0: never)")
+    p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--init", type=Path, default=None,
                    help="phase 2: continue from these weights (its llava/ trains on, its clip/ is copied)")
     p.add_argument("--no-clip-init", action="store_true", help="train the LLaVA vision tower from scratch")
@@ -468,8 +636,12 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     earlier = (args.init / "TRAINING_LOG.txt").read_text() if args.init and (args.init / "TRAINING_LOG.txt").is_file() else ""
     log = Log(out / "TRAINING_LOG.txt")
-    if earlier:  # phase 2 keeps phase 1's log above its own
-        log.lines = [f"# phase 1 (log of {args.init})", *earlier.rstrip("\n").splitlines(), "# phase 2"]
+    if earlier:  # a continued run keeps the earlier phases' log above its own
+        lines = earlier.rstrip("\n").splitlines()
+        phases = sum(line.startswith("# phase ") for line in lines)
+        if not phases:
+            lines, phases = [f"# phase 1 (log of {args.init})", *lines], 1
+        log.lines = [*lines, f"# phase {phases + 1}"]
     phase1 = json.loads((args.init / "eval.json").read_text()).get("summary") \
         if args.init and (args.init / "eval.json").is_file() else None
     log(f"lmmsae.toyworld.train {' '.join(sys.argv[1:])}")
@@ -499,7 +671,8 @@ def main(argv=None):
 
     from lmmsae.toyworld.evaluate import evaluate
 
-    results = evaluate(out / "llava", out / "clip", n_images=args.eval_images, seed=args.seed, log=log)
+    results = evaluate(out / "llava", out / "clip", n_images=args.eval_images, seed=args.seed, log=log,
+                       question_template=args.question_template)
     results["training"] = {"wall_time_min": round(t_train / 60, 2), "clip_wall_time_min": round(t_clip / 60, 2),
                            "llava_wall_time_min": round((t_train - t_clip) / 60, 2),
                            "eval_wall_time_min": round((time.time() - t_start - t_train) / 60, 2),
