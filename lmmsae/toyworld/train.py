@@ -369,6 +369,56 @@ class PatchHeads:
         return total, parts
 
 
+def add_lm_layers(model, k: int):
+    """`model` with k more LM layers on top that start as the identity (zero attention output and MLP down
+    projections): room for a new skill (yes/no) that changes no hidden state below them."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    config = model.config
+    config.text_config.num_hidden_layers += k
+    state, generation = model.state_dict(), model.generation_config
+    grown = LlavaForConditionalGeneration(config)
+    grown.load_state_dict(state, strict=False)
+    grown.generation_config = generation
+    with torch.no_grad():
+        for layer in grown.model.language_model.layers[-k:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    return grown
+
+
+def freeze_below_lm_layer(model, n: int) -> None:
+    """Train only LM layers >= n and the final norm. Everything the hidden states up to layers.{n-1} depend on
+    (vision tower, projector, embeddings, which are tied to the output head, LM layers < n) is frozen, so the
+    activations the toy SAEs read at those hookpoints stay bit-identical."""
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        if "language_model" in parts and "layers" in parts:
+            p.requires_grad_(int(parts[parts.index("layers") + 1]) >= n)
+        else:
+            p.requires_grad_(name.endswith("language_model.norm.weight"))
+
+
+def attention_target_loss(attentions, examples, tok):
+    """Mean -log of the attention mass that head 0 of the last LM layer puts, from a question's last token, on
+    the image tokens of patches holding the asked object (on <s> when no patch does). A dense signal for the
+    search a yes/no answer needs: with the answer's loss alone the tiny LM stays at a constant answer.
+    `attentions`: (B, heads, T, T) of the last layer; `examples` as `llava_example_probe` returns them."""
+    import torch
+
+    terms = []
+    for i, (_, prompt, _, smp, asked) in enumerate(examples):
+        if asked is None:
+            continue
+        ids = prompt_ids(prompt, tok)
+        image = [t for t, x in enumerate(ids) if x == VOCAB["<image>"]]
+        match = patch_targets(smp.truth, asked)[2]
+        where = [image[j] for j in range(N_PATCHES) if match[j] == 1] or [0]
+        terms.append(-torch.log(attentions[i, 0, len(ids) - 1, where].sum() + 1e-6))
+    return torch.stack(terms).mean() if terms else None
+
+
 def prompt_ids(prompt: str, tok) -> list[int]:
     """[<s>] + the prompt's tokens with "<image>" expanded to N_PATCHES image tokens, as the processor does."""
     out = [VOCAB["<s>"]]
@@ -487,10 +537,22 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
         f"masked share {args.masked_share} (background-only {args.background_share}), question share "
         f"{args.question_share} (answer weight {args.answer_weight}, positional {args.positional_share}), "
         f"rendered share of masked views {args.rendered_share}")
-    vision = [p for n, p in model.named_parameters() if "vision_tower" in n]
-    rest = [p for n, p in model.named_parameters() if "vision_tower" not in n]
+    if args.add_lm_layers:
+        model = add_lm_layers(model, args.add_lm_layers)
+        log(f"LLaVA: {args.add_lm_layers} LM layer(s) added on top, starting as the identity "
+            f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
+    if args.train_from_lm_layer is not None:
+        freeze_below_lm_layer(model, args.train_from_lm_layer)
+        log(f"LLaVA: only LM layers >= {args.train_from_lm_layer} and the final norm train "
+            f"({sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6:.2f}M parameters); "
+            f"hidden states up to layers.{args.train_from_lm_layer - 1} stay unchanged")
+    if args.attention_target_weight > 0:
+        model.set_attn_implementation("eager")  # the supervised attention weights must be returned
+        log(f"attention of head 0 of the last LM layer supervised at questions (weight {args.attention_target_weight})")
+    vision = [p for n, p in model.named_parameters() if "vision_tower" in n and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if "vision_tower" not in n and p.requires_grad]
     groups = [{"params": rest, "lr_scale": 1.0}]
-    if args.vision_lr_scale > 0:
+    if args.vision_lr_scale > 0 and vision:
         groups.insert(0, {"params": vision, "lr_scale": args.vision_lr_scale})
     else:  # frozen vision tower: no gradients computed for it at all
         for p_ in vision:
@@ -528,11 +590,18 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
         ids, att, lab, wts = encode_batch([e[:3] for e in examples], tok, args.answer_weight)
         pixels = to_pixels([e[0] for e in examples])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            out_ = model(input_ids=ids, attention_mask=att, pixel_values=pixels, output_hidden_states=heads is not None)
+            out_ = model(input_ids=ids, attention_mask=att, pixel_values=pixels, output_hidden_states=heads is not None,
+                         output_attentions=args.attention_target_weight > 0)
         if args.prefix_answer_weight > 0:
             add_prefix_answers(ids, lab, wts, [patch_targets(smp.truth, asked)[2] if asked is not None else None
                                                for _, _, _, smp, asked in examples], args.prefix_answer_weight)
         loss = weighted_lm_loss(out_.logits, lab, wts)
+        if args.attention_target_weight > 0:
+            attn = attention_target_loss(out_.attentions[-1], examples, tok)
+            if attn is not None:
+                loss = loss + args.attention_target_weight * attn
+                aux_running["attention"] = attn.item() if "attention" not in aux_running else \
+                    0.95 * aux_running["attention"] + 0.05 * attn.item()
         if heads is not None:
             # colour / shape targets on unmasked images (captions, questions), the asked object's on questions
             targets = [patch_targets(smp.truth, asked) if img is smp.image else
@@ -564,6 +633,7 @@ def train_llava(args, data: ShapesDataset, heldout: ShapesDataset, clip_model, l
     log(f"LLaVA trained {step} steps ({'time-bound schedule' if sched.time_bound else 'step schedule'})")
     args.llava_steps_done = step
     model.eval()
+    model.set_attn_implementation("sdpa")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     build_processor().save_pretrained(str(out))
@@ -612,6 +682,14 @@ def main(argv=None):
     p.add_argument("--aux-lr-scale", type=float, default=1.0, help="learning rate of the patch heads / --llava-lr")
     p.add_argument("--curriculum-steps", type=int, default=0,
                    help="questions are asked about one-object images for this many first steps")
+    p.add_argument("--add-lm-layers", type=int, default=0,
+                   help="with --init: add this many LM layers on top, starting as the identity")
+    p.add_argument("--train-from-lm-layer", type=int, default=None,
+                   help="train only LM layers >= N and the final norm (vision tower, projector, embeddings and "
+                        "earlier LM layers frozen: the toy SAEs' hookpoints up to layers.N-1 see the same activations)")
+    p.add_argument("--attention-target-weight", type=float, default=0.0,
+                   help="supervise head 0 of the last LM layer to attend, from a question's last token, to the asked "
+                        "object's patches (to <s> when absent); loss weight (0: off)")
     p.add_argument("--yes-no-every", type=int, default=0, help="log held-out yes/no accuracy every N steps (0: never)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--init", type=Path, default=None,

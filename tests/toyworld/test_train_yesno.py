@@ -119,3 +119,69 @@ def test_prefix_answers_say_yes_from_the_first_patch_holding_the_asked_object(sa
         assert said == [VOCAB["no"]] * first + [VOCAB["yes"]] * (64 - first)
         assert said[-1] == VOCAB[e[2]]  # the last one is the answer itself
         assert (wts[i, pos[1:]] == 0.25).all() and wts[i, pos[-1] + 1] == 4.0
+
+
+def test_added_lm_layers_start_as_the_identity_and_training_above_a_layer_leaves_its_hidden_states_alone(samples):
+    import torch
+
+    from lmmsae.toyworld.train import (add_lm_layers, build_llava, build_tokenizer, encode_batch, freeze_below_lm_layer,
+                                       llava_example_probe, to_pixels, weighted_lm_loss)
+
+    torch.manual_seed(0)
+    model = build_llava(len(VOCAB)).eval()
+    examples = [llava_example_probe(s, random.Random(i), 0.3, 0.4) for i, s in enumerate(samples[:6])]
+    ids, att, lab, wts = encode_batch([e[:3] for e in examples], build_tokenizer("llava"), 4.0)
+    batch = dict(input_ids=ids, attention_mask=att, pixel_values=to_pixels([e[0] for e in examples]))
+    with torch.no_grad():
+        before = model(**batch, output_hidden_states=True)
+    grown = add_lm_layers(model, 1).eval()
+    assert grown.config.text_config.num_hidden_layers == 5 and len(grown.model.language_model.layers) == 5
+    with torch.no_grad():
+        after = grown(**batch, output_hidden_states=True)
+    assert torch.allclose(after.logits, before.logits, atol=1e-5)  # the new layer adds nothing yet
+    freeze_below_lm_layer(grown, 3)
+    trainable = {n for n, p in grown.named_parameters() if p.requires_grad}
+    assert trainable and all(".layers.3." in n or ".layers.4." in n or n.endswith("language_model.norm.weight")
+                             for n in trainable)
+    assert any(".layers.4." in n for n in trainable)
+    opt = torch.optim.SGD([p for p in grown.parameters() if p.requires_grad], lr=0.5)
+    grown.train()
+    weighted_lm_loss(grown(**batch).logits, lab, wts).backward()
+    opt.step()
+    grown.eval()
+    with torch.no_grad():
+        trained = grown(**batch, output_hidden_states=True)
+    assert torch.equal(trained.hidden_states[3], after.hidden_states[3])  # layers.2's output: what the toy SAEs read
+    assert not torch.allclose(trained.logits, after.logits)
+
+
+def test_attention_target_loss_is_the_attention_mass_on_the_asked_objects_patches(samples):
+    import math
+
+    import torch
+
+    from lmmsae.toyworld.train import attention_target_loss, build_tokenizer, llava_example_probe, patch_targets, prompt_ids
+
+    tok = build_tokenizer("llava")
+    rng = random.Random(0)
+    examples = [llava_example_probe(s, rng, 0.0, 1.0) for s in samples[:12]]
+    examples.append(llava_example_probe(samples[12], rng, 1.0, 0.0))  # no question: no term
+    present = [e for e in examples if e[4] is not None and e[2] == "yes"]
+    absent = [e for e in examples if e[4] is not None and e[2] == "no"]
+    assert present and absent
+    T = max(len(prompt_ids(e[1], tok)) for e in examples) + 2
+    attn = torch.full((len(examples), 2, T, T), 1e-9)
+    for i, (_, prompt, answer, smp, asked) in enumerate(examples):
+        q = len(prompt_ids(prompt, tok)) - 1
+        if asked is None:
+            continue
+        match = patch_targets(smp.truth, asked)[2]
+        if answer == "yes":  # half the mass on the asked object's patches
+            for j in np.flatnonzero(match == 1):
+                attn[i, 0, q, 1 + j] = 0.5 / (match == 1).sum()
+        else:  # all of it on <s>
+            attn[i, 0, q, 0] = 1.0
+    loss = attention_target_loss(attn, examples, tok)
+    n = len(present) + len(absent)
+    assert math.isclose(loss.item(), len(present) * -math.log(0.5) / n, rel_tol=1e-4)
+    assert attention_target_loss(attn[-1:], examples[-1:], tok) is None
