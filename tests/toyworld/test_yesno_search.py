@@ -1,0 +1,33 @@
+"""lmmsae.toyworld.yesno_search trains yes/no above the hookpoint: the SAEs' activations stay bit-identical."""
+
+import random
+
+import pytest
+
+from lmmsae.datasets.shapes import ShapesDataset
+
+
+@pytest.mark.usefixtures("toy_weights")
+def test_two_steps_leave_layers_2_alone_and_grow_the_lm_by_one_layer(tmp_path, capsys):
+    import torch
+
+    from lmmsae.toyworld import load_llava
+    from lmmsae.toyworld.train import build_tokenizer, encode_batch, llava_example_probe, to_pixels
+    from lmmsae.toyworld.yesno_search import main
+
+    main(["--steps", "2", "--every", "0", "--threads", "1", "--out", str(tmp_path)])
+    log = capsys.readouterr().out
+    assert "att_c" not in log  # logged every 25 steps only
+    assert "final yes/no present" in log and "saved" in log
+    shipped, _ = load_llava()
+    trained, _ = load_llava(tmp_path)
+    assert trained.config.text_config.num_hidden_layers == shipped.config.text_config.num_hidden_layers + 1
+    ds = ShapesDataset(ShapesDataset.Options(n=4, seed=0, split="test"))
+    examples = [llava_example_probe(ds.sample(i), random.Random(i), 0.0, 1.0) for i in range(4)]
+    ids, att, _, _ = encode_batch([e[:3] for e in examples], build_tokenizer("llava"))
+    batch = dict(input_ids=ids, attention_mask=att, pixel_values=to_pixels([e[0] for e in examples]),
+                 output_hidden_states=True)
+    with torch.no_grad():
+        a, b = shipped(**batch), trained(**batch)
+    assert torch.equal(a.hidden_states[3], b.hidden_states[3])  # layers.2's output, what the toy SAEs read
+    assert not torch.allclose(a.hidden_states[4], b.hidden_states[4])  # layer 3 trained
