@@ -23,7 +23,7 @@ def main(argv=None):
 
     from lmmsae.datasets.shapes import COLORS, SHAPES, ShapesDataset
     from lmmsae.toyworld import IMAGE_SIZE, load_llava
-    from lmmsae.toyworld.train import (COLOR_CLASSES, N_PATCHES, PatchHeads, add_lm_layers, cosine_lr, encode_batch,
+    from lmmsae.toyworld.train import (N_PATCHES, PatchHeads, add_lm_layers, cosine_lr, encode_batch,
                                        freeze_below_lm_layer, llava_example_probe, patch_targets, prompt_ids,
                                        quick_caption_acc, quick_yes_no, to_pixels, weighted_lm_loss)
     from lmmsae.toyworld.vocab import VOCAB, build_tokenizer
@@ -32,19 +32,20 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--minutes", type=float, default=60)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--add", type=int, default=1)
+    p.add_argument("--add", type=int, default=1, help="LM layers added on top (>= 1: the search layer)")
     p.add_argument("--from-layer", type=int, default=3)
     p.add_argument("--qshare", type=float, default=0.5)
     p.add_argument("--mshare", type=float, default=0.2)
     p.add_argument("--att-w", type=float, default=1.0)
     p.add_argument("--patch-w", type=float, default=1.0)
     p.add_argument("--answer-w", type=float, default=4.0)
-    p.add_argument("--search", default="both")
     p.add_argument("--gather-w", type=float, default=1.0)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    if args.add < 1:
+        p.error(f"--add {args.add}: at least one layer must be added, the last one holds the supervised search")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, processor = load_llava()
@@ -114,10 +115,9 @@ def main(argv=None):
                 continue
             pid = prompt_ids(prompt, tok)
             image = [t for t, x in enumerate(pid) if x == VOCAB["<image>"]]
-            pc, _, match = patch_targets(smp.truth, asked)
-            if args.search == "colour":
-                    match = (np.asarray(pc) == COLOR_CLASSES.index(asked[0])).astype(int)
-            rows.append(i); qpos.append(len(pid) - 1)
+            match = patch_targets(smp.truth, asked)[2]
+            rows.append(i)
+            qpos.append(len(pid) - 1)
             tgt_c.append([t for t in range(image[-1] + 1, len(pid)) if pid[t] in COLOR_IDS])
             tgt_s.append([t for t in range(image[-1] + 1, len(pid)) if pid[t] in SHAPE_IDS])
             tgt_obj.append([image[j] for j in range(N_PATCHES) if match[j] == 1] or [0])

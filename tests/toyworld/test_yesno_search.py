@@ -31,3 +31,13 @@ def test_two_steps_leave_layers_2_alone_and_grow_the_lm_by_one_layer(tmp_path, c
         a, b = shipped(**batch), trained(**batch)
     assert torch.equal(a.hidden_states[3], b.hidden_states[3])  # layers.2's output, what the toy SAEs read
     assert not torch.allclose(a.hidden_states[4], b.hidden_states[4])  # layer 3 trained
+
+
+def test_adding_no_layer_is_refused_in_one_line(tmp_path, capsys):
+    from lmmsae.toyworld.yesno_search import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--add", "0", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--add 0: at least one layer must be added" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
