@@ -375,6 +375,8 @@ def add_lm_layers(model, k: int):
     import torch
     from transformers import LlavaForConditionalGeneration
 
+    if k < 1:  # layers[-0:] is every layer: k = 0 would silence the whole LM
+        raise ValueError(f"add_lm_layers: k={k}, at least 1 layer must be added")
     config = model.config
     config.text_config.num_hidden_layers += k
     state, generation = model.state_dict(), model.generation_config

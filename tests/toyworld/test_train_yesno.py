@@ -134,6 +134,8 @@ def test_added_lm_layers_start_as_the_identity_and_training_above_a_layer_leaves
     batch = dict(input_ids=ids, attention_mask=att, pixel_values=to_pixels([e[0] for e in examples]))
     with torch.no_grad():
         before = model(**batch, output_hidden_states=True)
+    with pytest.raises(ValueError, match="at least 1 layer"):
+        add_lm_layers(model, 0)
     grown = add_lm_layers(model, 1).eval()
     assert grown.config.text_config.num_hidden_layers == 5 and len(grown.model.language_model.layers) == 5
     with torch.no_grad():
