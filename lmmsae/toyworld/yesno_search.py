@@ -6,13 +6,28 @@ token, computed from captured queries and keys (no eager attention): layer 3 hea
 word, head 1 on its shape word, the last layer's head 0 on the asked object's patches (on `<s>` when absent).
 Training-only linear heads read the asked colour and shape from layer 3's output at that token (the copy's
 values carry nothing otherwise) and each patch's colour and shape (`PatchHeads`). Not yet folded into
-`lmmsae.toyworld.train`; see docs/toyworld.md, "Yes/no", run r2.
+`lmmsae.toyworld.train`; see docs/toyworld.md, "Yes/no", runs r2 and r4 (phase 3, the shipped weights).
 
-    python -m lmmsae.toyworld.yesno_search --steps 3500 --minutes 70 --out /tmp/yn
+    python -m lmmsae.toyworld.yesno_search --init PHASE2_LLAVA_DIR --steps 3000 --minutes 72 --no-w 2 --out /tmp/r4
 """
 import argparse
 import random
 import time
+
+
+def near_miss(example, rng: random.Random):
+    """`example` (image, prompt, answer, sample, asked) of an absent probe, redrawn as a pair that shares its
+    colour (70%) or its shape (30%) with a held object but is not held: the probes r2 and r4 said yes to."""
+    from lmmsae.datasets.shapes import COLORS, SHAPES, question_for
+    from lmmsae.toyworld import QUESTION_TEMPLATE
+
+    objects = example[3].truth["objects"]
+    held = {(o["color"], o["shape"]) for o in objects}
+    same_color = sorted({(o["color"], s) for o in objects for s in SHAPES} - held)
+    same_shape = sorted({(c, o["shape"]) for o in objects for c in COLORS} - held)
+    pairs = same_color if same_color and (rng.random() < 0.7 or not same_shape) else same_shape
+    color, shape = pairs[rng.randrange(len(pairs))]
+    return example[0], QUESTION_TEMPLATE.format(question=question_for(color, shape)), "no", example[3], (color, shape, None)
 
 
 def main(argv=None):
@@ -40,7 +55,12 @@ def main(argv=None):
     p.add_argument("--patch-w", type=float, default=1.0)
     p.add_argument("--answer-w", type=float, default=4.0)
     p.add_argument("--gather-w", type=float, default=1.0)
+    p.add_argument("--no-w", type=float, default=1.0, help="extra weight on 'no' answers (run r2 erred on absent objects)")
+    p.add_argument("--near-miss", type=float, default=0.0,
+                   help="share of absent probes redrawn as near misses: a held colour with a shape it lacks, or a "
+                        "held shape in a colour it lacks, 70/30 (r2/r4 said yes to half of 'held colour, other shape')")
     p.add_argument("--every", type=int, default=100)
+    p.add_argument("--init", default=None, help="LLaVA folder to start from (default: the shipped weights)")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -48,7 +68,7 @@ def main(argv=None):
         p.error(f"--add {args.add}: at least one layer must be added, the last one holds the supervised search")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, processor = load_llava()
+    model, processor = load_llava(args.init) if args.init else load_llava()
     model = add_lm_layers(model, args.add)
     freeze_below_lm_layer(model, args.from_layer)
     model.train()
@@ -99,7 +119,10 @@ def main(argv=None):
             g["lr"] = lr
         ex = [llava_example_probe(data.sample(rng.randrange(10**6)), rng, args.mshare, args.qshare, 0.35, 0.0, 0.6)
               for _ in range(32)]
+        if args.near_miss:  # drawn only when asked, so runs without it keep run r4's random stream
+            ex = [near_miss(e, rng) if e[2] == "no" and rng.random() < args.near_miss else e for e in ex]
         ids, att, lab, wts = encode_batch([e[:3] for e in ex], tok, args.answer_w)
+        wts[[i for i, e in enumerate(ex) if e[2] == "no"]] *= args.no_w
         pixels = to_pixels([e[0] for e in ex])
         out = model(input_ids=ids, attention_mask=att, pixel_values=pixels, output_hidden_states=True)
         loss_lm = weighted_lm_loss(out.logits, lab, wts)

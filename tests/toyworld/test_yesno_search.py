@@ -41,3 +41,23 @@ def test_adding_no_layer_is_refused_in_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "--add 0: at least one layer must be added" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_near_misses_share_a_colour_or_a_shape_with_a_held_object_and_are_absent():
+    from lmmsae.datasets.shapes import probe
+    from lmmsae.toyworld.yesno_search import near_miss
+
+    ds = ShapesDataset(ShapesDataset.Options(n=40, seed=0, split="train"))
+    rng, kinds = random.Random(0), {"colour": 0, "shape only": 0}
+    for i in range(40):
+        s = ds.sample(i)
+        held = {(o["color"], o["shape"]) for o in s.truth["objects"]}
+        absent = (s.image, "unused", "no", s, probe(s.truth, rng, False))
+        for _ in range(5):
+            image, prompt, answer, sample, (color, shape, where) = near_miss(absent, rng)
+            assert image is s.image and sample is s and answer == "no" and where is None
+            assert prompt == f"<image> is there a {color} {shape} ?" and (color, shape) not in held
+            same_color = any(o["color"] == color for o in s.truth["objects"])
+            assert same_color or any(o["shape"] == shape for o in s.truth["objects"])
+            kinds["colour" if same_color else "shape only"] += 1
+    assert 0.6 < kinds["colour"] / 200 < 0.8, kinds  # 70/30 by design
