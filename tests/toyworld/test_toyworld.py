@@ -97,9 +97,6 @@ def test_llava_describes_only_the_highlighted_object_of_a_masked_view(llava, hel
 
 
 @needs_weights
-@pytest.mark.xfail(strict=True, reason="known defect of the shipped weights: the toy LLaVA answers yes to every probe, "
-                   "present or absent (eval.json yes_no); run r2 of lmmsae.toyworld.yesno_search, not shipped yet, "
-                   "reaches 96.0/90.5% on 200 images but 90.6/87.5% on these 32 (docs/toyworld.md, 'Yes/no')")
 def test_llava_answers_yes_no_probes(llava, heldout):
     """>= 90% right on present and, separately, on absent objects, held-out images, the shared probes."""
     import random
