@@ -297,7 +297,7 @@ def hookpoints_of_a_local_checkpoint(doc):
     from lmmsae import toyworld
 
     shutil.copytree(toyworld.LLAVA_DIR, doc.here / "my-llava")  # a llava-hf folder: the toy LLaVA
-    expect_layers(doc.lmmsae(), 4)
+    expect_layers(doc.lmmsae(), 5)  # 4 trained from scratch, 1 added by phase 3
 
 
 @runs("lmmsae report --resume --name <run>", "lmmsae report --resume --name paper",
